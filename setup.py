@@ -1,0 +1,80 @@
+"""Build script for tinycore's Cython kernels.
+
+Metadata lives in pyproject.toml; this file only lists the extensions and the
+compiler flags.  Environment switches:
+
+TINYCORE_DEBUG_CYTHON=1
+    Turn Cython's bounds, wraparound and initialisation checks back on.
+TINYCORE_SANITIZE=address,undefined
+    Compile and link with -fsanitize=... (GCC/Clang) for sanitizer runs.
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+MODULES = ["_blas", "_activations", "_losses", "_dense", "_optim"]
+
+# -O3 for the loops; never -ffast-math: it lets the compiler assume no NaN or
+# infinity exists, which breaks the NaN handling and the stable formulas.
+COMPILE_FLAGS = {
+    "unix": ["-O3"],
+    "msvc": ["/O2"],
+}
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip() not in ("", "0")
+
+
+def compiler_directives():
+    debug = _env_flag("TINYCORE_DEBUG_CYTHON")
+    return {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": debug,
+        "initializedcheck": debug,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+
+
+def sanitizer_flags():
+    sanitizers = os.environ.get("TINYCORE_SANITIZE", "").strip()
+    if not sanitizers:
+        return []
+    return [f"-fsanitize={sanitizers}", "-fno-omit-frame-pointer", "-g"]
+
+
+class BuildExt(build_ext):
+    """Apply the flags of the compiler actually in use."""
+
+    def build_extensions(self):
+        flags = COMPILE_FLAGS.get(self.compiler.compiler_type, [])
+        if self.compiler.compiler_type == "unix":
+            flags = flags + sanitizer_flags()
+        for ext in self.extensions:
+            ext.extra_compile_args = flags + ext.extra_compile_args
+            if self.compiler.compiler_type == "unix":
+                ext.extra_link_args = sanitizer_flags() + ext.extra_link_args
+        super().build_extensions()
+
+
+def extensions():
+    return [
+        Extension(
+            f"tinycore.{name}",
+            [f"tinycore/{name}.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION")],
+        )
+        for name in MODULES
+    ]
+
+
+setup(
+    ext_modules=cythonize(extensions(), compiler_directives=compiler_directives()),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,25 @@
+"""tinycore: a small, fast deep learning engine for dense networks on the CPU.
+
+Typed Cython kernels (BLAS for the matrix products, without the GIL) under a
+thin Python API.
+
+Examples
+--------
+>>> import tinycore as tc
+>>> model = tc.Sequential([tc.Dense(64, 32, activation="relu"),
+...                        tc.Dense(32, 10, activation="softmax")], seed=0)
+>>> model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
+"""
+from tinycore import activations, datasets, losses, optimizers
+from tinycore._config import set_num_threads, show_config
+from tinycore.layers import Dense
+from tinycore.model import History, Sequential
+from tinycore.optimizers import SGD, Optimizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dense", "Sequential", "History", "Optimizer", "SGD",
+    "activations", "losses", "optimizers", "datasets",
+    "show_config", "set_num_threads", "__version__",
+]

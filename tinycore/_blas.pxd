@@ -1,0 +1,11 @@
+# Typed BLAS wrappers shared by every kernel module (cimport from here).
+from cython cimport floating
+
+cdef enum BLAS_Trans:
+    NoTrans = 110   # ord('n')
+    Trans = 116     # ord('t')
+
+cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
+                double alpha, const floating *a, int lda,
+                const floating *b, int ldb,
+                double beta, floating *c, int ldc) noexcept nogil

@@ -1,0 +1,67 @@
+"""Run-time configuration: the BLAS in use and its threads."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import scipy
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from tinycore._validation import check_positive_int
+
+__all__ = ["show_config", "set_num_threads", "blas_info"]
+
+# The limiter must stay referenced: threadpoolctl undoes a limit that is
+# garbage-collected.
+_thread_limit = None
+
+
+def _scipy_blas_pools() -> list[dict]:
+    # tinycore's kernels call the BLAS that SciPy's cython_blas is linked to;
+    # importing it loads that library, so threadpoolctl can see it.
+    import scipy.linalg.cython_blas  # noqa: F401
+    return [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+
+
+def blas_info() -> list[dict]:
+    """threadpoolctl's description of each BLAS library loaded in the process."""
+    return _scipy_blas_pools()
+
+
+def set_num_threads(n: int) -> None:
+    """Use at most ``n`` threads in BLAS calls from now on (threadpoolctl).
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, >= 1.
+    """
+    global _thread_limit
+    n = check_positive_int(n, "n")
+    _scipy_blas_pools()
+    _thread_limit = threadpool_limits(limits=n, user_api="blas")
+
+
+def show_config(file=None) -> dict:
+    """Print (and return) the versions, the BLAS libraries and their threads."""
+    from tinycore import __version__
+
+    config = {
+        "tinycore": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "blas": [
+            {key: pool.get(key) for key in
+             ("internal_api", "version", "architecture", "num_threads", "filepath")}
+            for pool in blas_info()
+        ],
+    }
+    out = sys.stdout if file is None else file
+    print(f"tinycore {config['tinycore']} (python {config['python']}, "
+          f"numpy {config['numpy']}, scipy {config['scipy']})", file=out)
+    for pool in config["blas"]:
+        print(f"  BLAS: {pool['internal_api']} {pool['version']}, kernels "
+              f"{pool['architecture']}, {pool['num_threads']} threads "
+              f"({pool['filepath']})", file=out)
+    return config

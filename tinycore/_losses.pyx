@@ -1,0 +1,248 @@
+"""Loss values and their gradients with respect to the prediction.
+
+Each loss has a value loop (summed in double precision whatever the array
+dtype) and a gradient loop writing into a caller-allocated array.  The two
+fused kernels at the end start from the output layer's pre-activation z
+instead of its output, which keeps them exact where the unfused formulas
+would take the log of 0.
+"""
+from libc.math cimport exp, log, log1p, fabs, fmax
+from libc.stdint cimport int64_t
+from cython cimport floating
+
+# PyTorch's conventions for probabilities of exactly 0 or 1: log(p) is clamped
+# at -100 in the value, and the denominators of the gradients (p for
+# cross-entropy, p(1 - p) for binary cross-entropy) at 1e-12, so that both stay
+# finite even in float32.
+cdef double LOG_FLOOR = -100.0
+cdef double GRAD_EPS = 1e-12
+
+
+cdef inline double _clamped_log(double p) noexcept nogil:
+    if p <= 0.0:
+        return LOG_FLOOR
+    return fmax(log(p), LOG_FLOOR)
+
+
+# ---------------------------------------------------------------------------
+# Regression losses: pred and target have the same shape (n_rows, n_cols)
+# ---------------------------------------------------------------------------
+
+def squared_error_sum(const floating[:, ::1] pred,      # IN
+                      const floating[:, ::1] target):   # IN  same shape
+    """Sum over all elements of (pred - target)^2, in double precision."""
+    cdef Py_ssize_t i, j
+    cdef double diff, total = 0.0
+    with nogil:
+        for i in range(pred.shape[0]):
+            for j in range(pred.shape[1]):
+                diff = <double>pred[i, j] - target[i, j]
+                total += diff * diff
+    return total
+
+
+def absolute_error_sum(const floating[:, ::1] pred,      # IN
+                       const floating[:, ::1] target):   # IN  same shape
+    """Sum over all elements of |pred - target|, in double precision."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0
+    with nogil:
+        for i in range(pred.shape[0]):
+            for j in range(pred.shape[1]):
+                total += fabs(<double>pred[i, j] - target[i, j])
+    return total
+
+
+def scaled_difference(double scale,
+                      const floating[:, ::1] pred,      # IN
+                      const floating[:, ::1] target,    # IN  same shape
+                      floating[:, ::1] out):            # OUT same shape
+    """out = scale * (pred - target): the gradient of MSE (scale 2/N) and SSE (1)."""
+    cdef Py_ssize_t i, j
+    with nogil:
+        for i in range(pred.shape[0]):
+            for j in range(pred.shape[1]):
+                out[i, j] = <floating>(scale * (<double>pred[i, j] - target[i, j]))
+
+
+def scaled_sign_difference(double scale,
+                           const floating[:, ::1] pred,      # IN
+                           const floating[:, ::1] target,    # IN  same shape
+                           floating[:, ::1] out):            # OUT same shape
+    """out = scale * sign(pred - target), with sign(0) = 0: the MAE gradient."""
+    cdef Py_ssize_t i, j
+    cdef double diff
+    with nogil:
+        for i in range(pred.shape[0]):
+            for j in range(pred.shape[1]):
+                diff = <double>pred[i, j] - target[i, j]
+                out[i, j] = <floating>(scale if diff > 0 else (-scale if diff < 0 else 0.0))
+
+
+# ---------------------------------------------------------------------------
+# Binary cross-entropy on probabilities
+# ---------------------------------------------------------------------------
+
+def binary_cross_entropy_sum(const floating[:, ::1] prob,      # IN  in [0, 1]
+                             const floating[:, ::1] target):   # IN  in [0, 1]
+    """Sum over all elements of -[t log p + (1 - t) log(1 - p)]."""
+    cdef Py_ssize_t i, j
+    cdef double p, t, total = 0.0
+    with nogil:
+        for i in range(prob.shape[0]):
+            for j in range(prob.shape[1]):
+                p = prob[i, j]
+                t = target[i, j]
+                total -= t * _clamped_log(p) + (1.0 - t) * _clamped_log(1.0 - p)
+    return total
+
+
+def binary_cross_entropy_grad(double scale,
+                              const floating[:, ::1] prob,     # IN
+                              const floating[:, ::1] target,   # IN
+                              floating[:, ::1] out):           # OUT
+    """out = scale * (p - t) / max(p (1 - p), 1e-12)."""
+    cdef Py_ssize_t i, j
+    cdef double p
+    with nogil:
+        for i in range(prob.shape[0]):
+            for j in range(prob.shape[1]):
+                p = prob[i, j]
+                out[i, j] = <floating>(scale * (p - target[i, j])
+                                       / fmax(p * (1.0 - p), GRAD_EPS))
+
+
+# ---------------------------------------------------------------------------
+# Categorical cross-entropy on probabilities; targets are labels or rows
+# ---------------------------------------------------------------------------
+
+def cross_entropy_labels_sum(const floating[:, ::1] prob,     # IN  (n, classes)
+                             const int64_t[::1] labels):      # IN  (n,) in [0, classes)
+    """Sum over rows of -log p[row, label]."""
+    cdef Py_ssize_t i
+    cdef double total = 0.0
+    with nogil:
+        for i in range(prob.shape[0]):
+            total -= _clamped_log(prob[i, labels[i]])
+    return total
+
+
+def cross_entropy_labels_grad(double scale,
+                              const floating[:, ::1] prob,    # IN  (n, classes)
+                              const int64_t[::1] labels,      # IN  (n,)
+                              floating[:, ::1] out):          # OUT (n, classes)
+    """out = scale * d(-log p[label])/dp: -scale/max(p, 1e-12) at the label, 0 elsewhere."""
+    cdef Py_ssize_t i, j
+    cdef double p
+    with nogil:
+        for i in range(prob.shape[0]):
+            for j in range(prob.shape[1]):
+                out[i, j] = 0
+            p = prob[i, labels[i]]
+            out[i, labels[i]] = <floating>(-scale / fmax(p, GRAD_EPS))
+
+
+def cross_entropy_rows_sum(const floating[:, ::1] prob,      # IN  (n, classes)
+                           const floating[:, ::1] target):   # IN  (n, classes), rows of weights
+    """Sum over all elements of -t log p (t is one-hot or a distribution)."""
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0
+    with nogil:
+        for i in range(prob.shape[0]):
+            for j in range(prob.shape[1]):
+                if target[i, j] != 0:
+                    total -= target[i, j] * _clamped_log(prob[i, j])
+    return total
+
+
+def cross_entropy_rows_grad(double scale,
+                            const floating[:, ::1] prob,     # IN
+                            const floating[:, ::1] target,   # IN
+                            floating[:, ::1] out):           # OUT
+    """out = -scale * t / max(p, 1e-12)."""
+    cdef Py_ssize_t i, j
+    with nogil:
+        for i in range(prob.shape[0]):
+            for j in range(prob.shape[1]):
+                out[i, j] = <floating>(-scale * target[i, j]
+                                       / fmax(prob[i, j], GRAD_EPS))
+
+
+# ---------------------------------------------------------------------------
+# Fused kernels: softmax + cross-entropy, sigmoid + binary cross-entropy
+# ---------------------------------------------------------------------------
+
+cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n) noexcept nogil:
+    # log sum_j exp(z_j) = m + log sum_j exp(z_j - m), m the row maximum.
+    cdef Py_ssize_t j
+    cdef double m = z[0], total = 0.0
+    for j in range(1, n):
+        if z[j] > m:
+            m = z[j]
+    for j in range(n):
+        total += exp(z[j] - m)
+    return m + log(total)
+
+
+def softmax_cross_entropy_labels(double scale,
+                                 const floating[:, ::1] logits,   # IN  z of the softmax layer
+                                 const floating[:, ::1] prob,     # IN  softmax(z)
+                                 const int64_t[::1] labels,       # IN  (n,)
+                                 floating[:, ::1] dz):            # OUT dL/dz
+    """Return sum_rows -log softmax(z)[label]; write dz = scale * (p - onehot).
+
+    The value is computed as logsumexp(z) - z[label], which stays exact for
+    logits of 1e4 where p underflows to 0; the gradient (p - y) needs no log.
+    """
+    cdef Py_ssize_t i, j, n_cols = logits.shape[1]
+    cdef double total = 0.0
+    with nogil:
+        for i in range(logits.shape[0]):
+            total += _row_logsumexp(&logits[i, 0], n_cols) - logits[i, labels[i]]
+            for j in range(n_cols):
+                dz[i, j] = <floating>(scale * prob[i, j])
+            dz[i, labels[i]] = <floating>(scale * (<double>prob[i, labels[i]] - 1.0))
+    return total
+
+
+def softmax_cross_entropy_rows(double scale,
+                               const floating[:, ::1] logits,   # IN
+                               const floating[:, ::1] prob,     # IN
+                               const floating[:, ::1] target,   # IN  rows summing to 1
+                               floating[:, ::1] dz):            # OUT
+    """Return sum_rows -sum_j t_j log softmax(z)_j; write dz = scale * (p - t).
+
+    (p - t) is the gradient only when each target row sums to 1, which the
+    Python layer checks before choosing this kernel.
+    """
+    cdef Py_ssize_t i, j, n_cols = logits.shape[1]
+    cdef double lse, total = 0.0
+    with nogil:
+        for i in range(logits.shape[0]):
+            lse = _row_logsumexp(&logits[i, 0], n_cols)
+            for j in range(n_cols):
+                if target[i, j] != 0:
+                    total += target[i, j] * (lse - logits[i, j])
+                dz[i, j] = <floating>(scale * (<double>prob[i, j] - target[i, j]))
+    return total
+
+
+def sigmoid_binary_cross_entropy(double scale,
+                                 const floating[:, ::1] logits,   # IN  z of the sigmoid layer
+                                 const floating[:, ::1] prob,     # IN  sigmoid(z)
+                                 const floating[:, ::1] target,   # IN  in [0, 1]
+                                 floating[:, ::1] dz):            # OUT dL/dz
+    """Return sum of BCE computed from z; write dz = scale * (p - t).
+
+    -[t log s(z) + (1-t) log(1 - s(z))] = max(z, 0) - z t + log(1 + exp(-|z|)),
+    the form that never takes the log of 0 nor the exp of a large number.
+    """
+    cdef Py_ssize_t i, j
+    cdef double z, total = 0.0
+    with nogil:
+        for i in range(logits.shape[0]):
+            for j in range(logits.shape[1]):
+                z = logits[i, j]
+                total += fmax(z, 0.0) - z * target[i, j] + log1p(exp(-fabs(z)))
+                dz[i, j] = <floating>(scale * (<double>prob[i, j] - target[i, j]))
+    return total

@@ -1,0 +1,389 @@
+"""A stack of dense layers trained by backpropagation and gradient descent."""
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+
+import numpy as np
+
+from tinycore import losses, optimizers
+from tinycore._validation import check_dtype, check_input, check_positive_int, check_same_shape
+from tinycore.layers import Dense
+
+__all__ = ["Sequential", "History"]
+
+# Which loss expects which output activation (its input must be probabilities).
+_REQUIRED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+
+class History:
+    """What :meth:`Sequential.fit` recorded.
+
+    Attributes
+    ----------
+    history : dict[str, list[float]]
+        One value per epoch for each metric: "loss", and "accuracy" when the
+        loss is a classification loss.
+    epoch : list[int]
+        The epoch numbers, from 0.
+    """
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def _record(self, epoch: int, metrics: dict) -> None:
+        self.epoch.append(epoch)
+        for name, value in metrics.items():
+            self.history.setdefault(name, []).append(float(value))
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, metrics={sorted(self.history)})"
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return int(seed)
+
+
+class Sequential:
+    """Dense layers applied one after the other.
+
+    All parameters of the model live in one contiguous buffer and all
+    gradients in another (``param_buffer``, ``grad_buffer``); each layer's
+    ``W``, ``b``, ``dW`` and ``db`` are views into them.
+
+    Parameters
+    ----------
+    layers : sequence of Dense
+        Each layer's ``in_features`` must equal the previous ``out_features``.
+        A layer belongs to one model only.
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of the parameters and of all computation; input of another
+        dtype is converted.
+    seed : int or None, default None
+        Seeds the Glorot-uniform initialisation and the shuffling of
+        :meth:`fit`: the same seed gives the same weights and the same
+        training run.  None draws fresh entropy.
+
+    Examples
+    --------
+    >>> import numpy as np, tinycore as tc
+    >>> model = tc.Sequential([tc.Dense(2, 8, activation="tanh"),
+    ...                        tc.Dense(8, 1, activation="sigmoid")], seed=0)
+    >>> model.compile(loss="binary_cross_entropy", optimizer=tc.SGD(lr=0.5))
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]]); y = np.array([0, 1, 1, 0])
+    >>> history = model.fit(X, y, epochs=2000, batch_size=4, verbose=0)
+    >>> (model.predict(X).ravel() > 0.5).astype(int)
+    array([0, 1, 1, 0])
+    """
+
+    def __init__(self, layers, *, dtype="float32", seed=None):
+        self.dtype = check_dtype(dtype)
+        self.seed = _check_seed(seed)
+        self.layers = self._check_layers(layers)
+        sizes = [layer.n_params for layer in self.layers]
+        self._params = np.empty(sum(sizes), dtype=self.dtype)
+        self._grads = np.zeros(sum(sizes), dtype=self.dtype)
+        self._rng = np.random.default_rng(self.seed)
+        offset = 0
+        for layer, size in zip(self.layers, sizes):
+            was_built = layer.built
+            layer._bind(self._params[offset:offset + size], self._grads[offset:offset + size])
+            layer._owner = self
+            if not was_built:
+                layer.init_params(self._rng)
+            offset += size
+        self.loss: losses.Loss | None = None
+        self.optimizer: optimizers.Optimizer | None = None
+
+    @staticmethod
+    def _check_layers(layers) -> tuple:
+        if isinstance(layers, Dense):
+            raise TypeError("layers must be a list of Dense layers, got a single Dense")
+        try:
+            layers = tuple(layers)
+        except TypeError:
+            raise TypeError(
+                f"layers must be a list of Dense layers, got {type(layers).__name__}"
+            ) from None
+        if not layers:
+            raise ValueError("a Sequential model needs at least one layer")
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layer {index} is a {type(layer).__name__}, not a Dense")
+            if layer._owner is not None or layers.index(layer) != index:
+                raise ValueError(f"layer {index} {layer!r} already belongs to a model")
+        for index in range(1, len(layers)):
+            before, after = layers[index - 1], layers[index]
+            if after.in_features != before.out_features:
+                raise ValueError(
+                    f"layer {index} {after!r} expects {after.in_features} inputs, but "
+                    f"layer {index - 1} {before!r} gives {before.out_features}"
+                )
+        return layers
+
+    # -- parameters -------------------------------------------------------
+
+    @property
+    def param_buffer(self) -> np.ndarray:
+        """Every parameter of the model, layer after layer (W then b), in one array."""
+        return self._params
+
+    @property
+    def grad_buffer(self) -> np.ndarray:
+        """Every gradient, laid out like :attr:`param_buffer`."""
+        return self._grads
+
+    @property
+    def n_params(self) -> int:
+        """Number of trainable scalars."""
+        return self._params.size
+
+    @property
+    def in_features(self) -> int:
+        """Number of input features."""
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        """Number of outputs."""
+        return self.layers[-1].out_features
+
+    def parameters(self) -> list[np.ndarray]:
+        """All parameter arrays, layer by layer: [W0, b0, W1, b1, ...]."""
+        return [array for layer in self.layers for array in layer.parameters()]
+
+    def gradients(self) -> list[np.ndarray]:
+        """All gradient arrays, matching :meth:`parameters`."""
+        return [array for layer in self.layers for array in layer.gradients()]
+
+    # -- forward and backward ---------------------------------------------
+
+    def _check_X(self, X) -> np.ndarray:
+        return check_input(X, self.dtype, self.in_features, f"layer 0 {self.layers[0]!r}")
+
+    def forward(self, X) -> np.ndarray:
+        """Run the layers on a batch X (batch, in_features); return the output.
+
+        Every layer keeps its input, pre-activation and output for
+        :meth:`backward`.  The returned array is the last layer's ``A``.
+        """
+        return self._forward(self._check_X(X))
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            X = layer._forward(X)
+        return X
+
+    def backward(self, grad_out) -> np.ndarray:
+        """Backpropagate dL/d(output) through every layer, last to first.
+
+        Overwrites each layer's ``dW`` and ``db``; returns dL/dX.
+        """
+        last = self.layers[-1]
+        if last.A is None:
+            raise RuntimeError("call forward before backward")
+        grad = check_same_shape(grad_out, last.A.shape, self.dtype, "grad_out",
+                                f"the output of {self!r}"[:60])
+        for layer in reversed(self.layers):
+            grad = layer._backward(grad, need_dx=True)
+        return grad
+
+    def _backward_loss(self, out: np.ndarray, target: np.ndarray) -> float:
+        """Loss of ``out`` against ``target``; backpropagate it.  Return the loss."""
+        last = self.layers[-1]
+        need_dx = len(self.layers) > 1
+        if self.loss.fuses_with == last.activation and self.loss._can_fuse(target):
+            # Softmax + cross-entropy (sigmoid + BCE): dL/dZ = (A - T) / n,
+            # straight from the logits, without the loss's own 1/p.
+            dZ = np.empty_like(out)
+            value = self.loss._fused(last.Z, out, target, dZ)
+            grad = last._backward_from_dz(dZ, need_dx)
+        else:
+            denominator = self.loss._denominator(out.shape)
+            value = self.loss._value_sum(out, target) / denominator
+            dA = np.empty_like(out)
+            self.loss._grad(1.0 / denominator, out, target, dA)
+            grad = last._backward(dA, need_dx)
+        for index in range(len(self.layers) - 2, -1, -1):
+            grad = self.layers[index]._backward(grad, need_dx=index > 0)
+        return float(value)
+
+    # -- training -----------------------------------------------------------
+
+    def compile(self, loss="mse", optimizer="sgd") -> None:
+        """Choose the loss and the optimizer used by :meth:`train_step` and :meth:`fit`.
+
+        Parameters
+        ----------
+        loss : str or tinycore.losses.Loss
+            ``cross_entropy`` needs a softmax output layer and
+            ``binary_cross_entropy`` a sigmoid one (they take probabilities).
+        optimizer : str or tinycore.optimizers.Optimizer
+        """
+        loss = losses.get(loss)
+        required = _REQUIRED_OUTPUT.get(loss.name)
+        if required is not None and self.layers[-1].activation != required:
+            raise ValueError(
+                f"{loss.name} takes probabilities: the last layer must use "
+                f"activation={required!r}, not {self.layers[-1].activation!r}"
+            )
+        self.loss = loss
+        self.optimizer = optimizers.get(optimizer)
+
+    def _require_compiled(self) -> None:
+        if self.loss is None:
+            raise RuntimeError("call model.compile(loss=..., optimizer=...) first")
+
+    def _check_data(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        X = self._check_X(X)
+        y = self.loss.check_target(y, (X.shape[0], self.out_features), self.dtype)
+        return X, y
+
+    def train_step(self, X, y) -> float:
+        """One step of gradient descent on the batch (X, y).
+
+        Forward pass, loss, backward pass, optimizer update.  Returns the loss
+        of the batch before the update.
+        """
+        self._require_compiled()
+        X, y = self._check_data(X, y)
+        return self._train_batch(X, y)[0]
+
+    def _train_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        out = self._forward(X)
+        value = self._backward_loss(out, y)
+        self.optimizer.step(self)
+        return value, out
+
+    def fit(self, X, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            verbose: int = 1) -> History:
+        """Train for ``epochs`` passes over (X, y) in mini-batches.
+
+        Parameters
+        ----------
+        X : array_like (n_samples, in_features)
+        y : array_like
+            Targets: class labels (n_samples,) or rows for the classification
+            losses, (n_samples, out_features) or (n_samples,) for one output.
+        epochs : int, default 1
+        batch_size : int, default 32
+            The last batch of an epoch holds the remainder; it is used.
+        shuffle : bool, default True
+            Visit the samples in a new random order each epoch (from ``seed``).
+        verbose : {0, 1, 2}, default 1
+            0 prints nothing; 1 and 2 print one line per epoch.
+
+        Returns
+        -------
+        History
+            ``history.history["loss"]`` holds one value per epoch: the loss of
+            each batch before its update, averaged over the epoch.
+        """
+        self._require_compiled()
+        X, y = self._check_data(X, y)
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        n_samples = X.shape[0]
+        history = History()
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            order = self._rng.permutation(n_samples) if shuffle else None
+            loss_sum = 0.0
+            n_correct = 0
+            for start in range(0, n_samples, batch_size):
+                rows = slice(start, start + batch_size)
+                if order is not None:
+                    rows = order[rows]
+                X_batch, y_batch = X[rows], y[rows]
+                value, out = self._train_batch(X_batch, y_batch)
+                loss_sum += value * self.loss._denominator(out.shape)
+                if self.loss.is_classification:
+                    n_correct += _count_correct(self.loss, out, y_batch)
+            metrics = {"loss": loss_sum / self.loss._denominator((n_samples, self.out_features))}
+            if self.loss.is_classification:
+                metrics["accuracy"] = n_correct / _n_predictions(self.loss, n_samples,
+                                                                 self.out_features)
+            history._record(epoch, metrics)
+            if verbose:
+                shown = " - ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+                print(f"epoch {epoch + 1}/{epochs} - {shown} - "
+                      f"{time.perf_counter() - started:.2f}s", file=sys.stdout, flush=True)
+        return history
+
+    # -- inference ------------------------------------------------------------
+
+    def _forget_forward(self) -> None:
+        # predict/evaluate run the layers on other data than the last
+        # forward; a backward after them must not silently use that data.
+        for layer in self.layers:
+            layer.X = layer.Z = layer.A = None
+
+    def _batched_outputs(self, X: np.ndarray, batch_size: int):
+        for start in range(0, X.shape[0], batch_size):
+            yield slice(start, start + batch_size), self._forward(X[start:start + batch_size])
+        self._forget_forward()
+
+    def predict(self, X, batch_size: int = 1024) -> np.ndarray:
+        """The model's output for X, computed ``batch_size`` rows at a time.
+
+        Returns a new array of shape (n_samples, out_features).
+        """
+        X = self._check_X(X)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        out = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
+        for rows, batch_out in self._batched_outputs(X, batch_size):
+            out[rows] = batch_out
+        return out
+
+    def evaluate(self, X, y, batch_size: int = 1024) -> dict[str, float]:
+        """Loss (and accuracy, for classification) of the model on (X, y).
+
+        Returns
+        -------
+        dict
+            ``{"loss": ...}``, plus ``"accuracy"`` for the classification losses.
+        """
+        self._require_compiled()
+        X, y = self._check_data(X, y)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        loss_sum = 0.0
+        n_correct = 0
+        for rows, out in self._batched_outputs(X, batch_size):
+            loss_sum += self.loss._value_sum(out, y[rows])
+            if self.loss.is_classification:
+                n_correct += _count_correct(self.loss, out, y[rows])
+        n_samples = X.shape[0]
+        result = {"loss": loss_sum / self.loss._denominator((n_samples, self.out_features))}
+        if self.loss.is_classification:
+            result["accuracy"] = n_correct / _n_predictions(self.loss, n_samples,
+                                                            self.out_features)
+        return result
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}\n], dtype={self.dtype.name!r}, seed={self.seed!r})"
+
+
+def _count_correct(loss, out: np.ndarray, target: np.ndarray) -> int:
+    """Correct predictions in a batch: the arg-max class for cross-entropy
+    (labels or class rows), p >= 0.5 per output unit for binary cross-entropy."""
+    if loss.name == "cross_entropy":
+        classes = target if target.ndim == 1 else target.argmax(axis=1)
+        return int(np.count_nonzero(out.argmax(axis=1) == classes))
+    return int(np.count_nonzero((out >= 0.5) == (target >= 0.5)))
+
+
+def _n_predictions(loss, n_samples: int, n_outputs: int) -> int:
+    # Cross-entropy makes one prediction per row; binary cross-entropy one
+    # per output unit.
+    return n_samples if loss.name == "cross_entropy" else n_samples * n_outputs
