@@ -15,12 +15,15 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_blas", "_activations", "_losses", "_dense", "_optim"]
+MODULES = ["_blas", "_activations", "_losses", "_dense", "_optim", "_plan"]
 
 # -O3 for the loops; never -ffast-math: it lets the compiler assume no NaN or
 # infinity exists, which breaks the NaN handling and the stable formulas.
+# -fno-trapping-math changes no result: it only tells the compiler that no
+# one reads the floating-point exception flags, so that a loop with a select
+# (sigmoid's two branches, leaky ReLU) may compute both sides and vectorise.
 COMPILE_FLAGS = {
-    "unix": ["-O3"],
+    "unix": ["-O3", "-fno-trapping-math"],
     "msvc": ["/O2"],
 }
 

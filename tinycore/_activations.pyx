@@ -6,7 +6,8 @@ them.  The loops used by the dense layer (:func:`_bias_activation`,
 without the GIL; the ``def`` functions at the bottom are what
 ``tinycore.activations`` calls after it has validated its input.
 """
-from libc.math cimport exp, tanh
+from libc.math cimport INFINITY, exp, fabs, tanh, tanhf
+from libc.stdint cimport int32_t
 from cython cimport floating
 
 
@@ -14,29 +15,66 @@ from cython cimport floating
 # Scalar formulas
 # ---------------------------------------------------------------------------
 
-cdef inline double _sigmoid(double z) noexcept nogil:
-    # Branch on the sign so that exp() only sees non-positive arguments: it can
-    # then underflow to 0 (harmless) but never overflow to inf.
-    cdef double e
-    if z >= 0:
-        return 1.0 / (1.0 + exp(-z))
-    e = exp(z)
-    return e / (1.0 + e)
+cdef union _FloatBits:
+    float value
+    int32_t bits
 
 
-cdef inline double _value(Activation act, double alpha, double z) noexcept nogil:
-    """Elementwise activation value at z (softmax is row-wise, not here)."""
-    if act == SIGMOID:
-        return _sigmoid(z)
-    if act == TANH:
+cdef inline float _expf(float x) noexcept nogil:
+    """exp(x) in float32 within 2 ulp, in straight-line code that vectorises.
+
+    exp(x) = 2^n exp(r) with n = round(x / ln 2) and |r| <= ln(2) / 2: r by
+    Cody and Waite's two-part reduction, exp(r) by its Taylor polynomial of
+    degree 7 (truncation error < 1e-8), 2^n written into the exponent bits.
+    libm's expf is a call per element that the compiler cannot vectorise.
+    """
+    cdef float clamped = x if x > <float>-87.0 else <float>-87.0
+    cdef float n, r, poly
+    cdef _FloatBits scale
+    if clamped > <float>88.0:
+        clamped = <float>88.0
+    # Adding and subtracting 1.5 * 2^23 rounds to the nearest integer; every
+    # constant is a float so that this happens in float32 arithmetic (and it
+    # relies on strict IEEE arithmetic: never build with -ffast-math).
+    n = (clamped * <float>1.44269504088896341 + <float>12582912.0) - <float>12582912.0
+    r = clamped - n * <float>0.693359375 + n * <float>2.12194440e-4
+    poly = <float>1.0 + r * (<float>1.0 + r * (<float>0.5 + r * (
+        <float>1.6666666666666666e-1 + r * (<float>4.1666666666666664e-2 + r * (
+            <float>8.3333333333333332e-3 + r * (<float>1.3888888888888889e-3
+                                                + r * <float>1.9841269841269841e-4))))))
+    scale.bits = (<int32_t>n + 127) << 23
+    # One exit and selects instead of branches keep the loop vectorisable.
+    # Below float32's normal range the result is flushed to 0; above it, it
+    # overflows to inf as expf's does.
+    poly = poly * scale.value
+    poly = poly if x >= <float>-87.0 else <float>0.0
+    return poly if x <= <float>88.0 else <float>INFINITY
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return _expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _sigmoid(floating z) noexcept nogil:
+    # exp() only ever sees -|z| <= 0: it can underflow to 0 (harmless) but
+    # never overflow to inf, so the formula is stable for any finite z:
+    # sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) for z < 0.
+    cdef floating e = _exp(<floating>-fabs(z))
+    cdef floating s = <floating>1 / (<floating>1 + e)
+    cdef floating es = e * s
+    # Both sides computed first: a select of two values, not a branch over
+    # arithmetic, is what the compiler may vectorise (-ftrapping-math).
+    return s if z >= 0 else es
+
+
+cdef inline floating _tanh(floating z) noexcept nogil:
+    if floating is float:
+        return tanhf(z)
+    else:
         return tanh(z)
-    if act == RELU:
-        return z if z > 0 else 0.0
-    if act == LEAKY_RELU:
-        return z if z > 0 else alpha * z
-    if act == STEP:
-        return 1.0 if z >= 0 else 0.0
-    return z    # LINEAR
 
 
 cdef inline double _derivative_at_input(Activation act, double alpha,
@@ -44,7 +82,7 @@ cdef inline double _derivative_at_input(Activation act, double alpha,
     """f'(z), from the input z."""
     cdef double s
     if act == SIGMOID:
-        s = _sigmoid(z)
+        s = _sigmoid[double](z)
         return s * (1.0 - s)
     if act == TANH:
         s = tanh(z)
@@ -58,28 +96,6 @@ cdef inline double _derivative_at_input(Activation act, double alpha,
     return 1.0    # LINEAR
 
 
-cdef inline double _derivative_at_output(Activation act, double alpha,
-                                         double a) noexcept nogil:
-    """f'(z), from the output a = f(z): backprop needs no second exp().
-
-    sigmoid' = a(1 - a) <= 0.25 and tanh' = 1 - a^2 <= 1 are both near 0 once
-    the unit saturates; multiplied layer after layer, they are the source of
-    the vanishing-gradient problem.  For ReLU and leaky ReLU (alpha >= 0),
-    a > 0 exactly when z > 0, so the output tells the side of the kink.
-    """
-    if act == SIGMOID:
-        return a * (1.0 - a)
-    if act == TANH:
-        return 1.0 - a * a
-    if act == RELU:
-        return 1.0 if a > 0 else 0.0
-    if act == LEAKY_RELU:
-        return 1.0 if a > 0 else alpha
-    if act == STEP:
-        return 0.0
-    return 1.0    # LINEAR
-
-
 # ---------------------------------------------------------------------------
 # Row loops (pointer level, no Python objects)
 # ---------------------------------------------------------------------------
@@ -89,18 +105,19 @@ cdef inline void _softmax_row(const floating *z, floating *a,
     # Subtract the row maximum first (the log-sum-exp trick): every exponent
     # is then <= 0, so exp() cannot overflow even for logits of 1e4.
     cdef Py_ssize_t j
-    cdef double row_max = z[0]
+    cdef floating row_max = z[0]
     cdef double total = 0.0
-    cdef double e
+    cdef floating inverse
     for j in range(1, n):
         if z[j] > row_max:
             row_max = z[j]
     for j in range(n):
-        e = exp(z[j] - row_max)
-        a[j] = <floating>e
-        total += e
+        a[j] = _exp(z[j] - row_max)
     for j in range(n):
-        a[j] = <floating>(a[j] / total)
+        total += a[j]
+    inverse = <floating>(1.0 / total)
+    for j in range(n):
+        a[j] = a[j] * inverse
 
 
 cdef inline void _softmax_row_backward(const floating *a, const floating *da,
@@ -115,12 +132,44 @@ cdef inline void _softmax_row_backward(const floating *a, const floating *da,
         dz[j] = <floating>(a[j] * (da[j] - dot))
 
 
+cdef void _apply(Activation act, double alpha, const floating *z, floating *a,
+                 Py_ssize_t n) noexcept nogil:
+    """a = act(z) elementwise (not softmax); a may be z.
+
+    One loop per activation, chosen once: a loop without branches on the
+    activation is one the compiler can vectorise.
+    """
+    cdef Py_ssize_t i
+    cdef floating slope = <floating>alpha
+    cdef floating scaled
+    if act == SIGMOID:
+        for i in range(n):
+            a[i] = _sigmoid(z[i])
+    elif act == TANH:
+        for i in range(n):
+            a[i] = _tanh(z[i])
+    elif act == RELU:
+        for i in range(n):
+            a[i] = z[i] if z[i] > 0 else 0
+    elif act == LEAKY_RELU:
+        for i in range(n):
+            scaled = slope * z[i]
+            a[i] = z[i] if z[i] > 0 else scaled
+    elif act == STEP:
+        for i in range(n):
+            a[i] = 1 if z[i] >= 0 else 0
+    elif a != z:          # LINEAR
+        for i in range(n):
+            a[i] = z[i]
+
+
 cdef void _bias_activation(Activation act, double alpha, floating *z,
                            const floating *bias, floating *a,
                            Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
     """z += bias (per column; skipped when bias is NULL), then a = act(z).
 
-    One pass over z.  ``a`` may be the same buffer as ``z`` (linear layers).
+    Row by row, so each row of z is still in cache when the activation reads
+    it: one pass over memory.  ``a`` may be the same buffer as ``z``.
     """
     cdef Py_ssize_t i, j
     cdef floating *z_row
@@ -134,8 +183,7 @@ cdef void _bias_activation(Activation act, double alpha, floating *z,
         if act == SOFTMAX:
             _softmax_row(z_row, a_row, n_cols)
         else:
-            for j in range(n_cols):
-                a_row[j] = <floating>_value(act, alpha, z_row[j])
+            _apply(act, alpha, z_row, a_row, n_cols)
 
 
 cdef void _activation_backward(Activation act, double alpha, const floating *a,
@@ -143,17 +191,40 @@ cdef void _activation_backward(Activation act, double alpha, const floating *a,
                                Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
     """dz = dL/dz from the layer output a and the upstream gradient da = dL/da.
 
-    The chain rule, one element (or, for softmax, one row) at a time.
+    The chain rule, one element (or, for softmax, one row) at a time, with
+    f'(z) taken from the output a = f(z), so no exp() is recomputed:
+    sigmoid' = a(1 - a) <= 0.25 and tanh' = 1 - a^2 <= 1 are both near 0 once
+    the unit saturates; multiplied layer after layer, they are the source of
+    the vanishing-gradient problem.  For ReLU and leaky ReLU (alpha >= 0),
+    a > 0 exactly when z > 0, so the output tells the side of the kink.
     ``dz`` may be the same buffer as ``da``.
     """
-    cdef Py_ssize_t i, size = n_rows * n_cols
+    cdef Py_ssize_t i, n = n_rows * n_cols
+    cdef floating slope = <floating>alpha
+    cdef floating scaled
     if act == SOFTMAX:
         for i in range(n_rows):
             _softmax_row_backward(a + i * n_cols, da + i * n_cols,
                                   dz + i * n_cols, n_cols)
-        return
-    for i in range(size):
-        dz[i] = <floating>(da[i] * _derivative_at_output(act, alpha, a[i]))
+    elif act == SIGMOID:
+        for i in range(n):
+            dz[i] = da[i] * a[i] * (1 - a[i])
+    elif act == TANH:
+        for i in range(n):
+            dz[i] = da[i] * (1 - a[i] * a[i])
+    elif act == RELU:
+        for i in range(n):
+            dz[i] = da[i] if a[i] > 0 else 0
+    elif act == LEAKY_RELU:
+        for i in range(n):
+            scaled = slope * da[i]
+            dz[i] = da[i] if a[i] > 0 else scaled
+    elif act == STEP:
+        for i in range(n):
+            dz[i] = 0
+    elif dz != da:        # LINEAR
+        for i in range(n):
+            dz[i] = da[i]
 
 
 # ---------------------------------------------------------------------------
@@ -173,9 +244,7 @@ def activation_value(Activation act, double alpha,
             for i in range(n_rows):
                 _softmax_row(&z[i, 0], &out[i, 0], n_cols)
         else:
-            for i in range(n_rows):
-                for j in range(n_cols):
-                    out[i, j] = <floating>_value(act, alpha, z[i, j])
+            _apply(act, alpha, &z[0, 0], &out[0, 0], n_rows * n_cols)
 
 
 def activation_derivative(Activation act, double alpha,

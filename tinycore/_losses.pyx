@@ -25,31 +25,61 @@ cdef inline double _clamped_log(double p) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
-# Regression losses: pred and target have the same shape (n_rows, n_cols)
+# Regression losses: pred and target have the same shape
 # ---------------------------------------------------------------------------
+
+cdef double _squared_error_sum(const floating *pred, const floating *target,
+                               Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double diff, total = 0.0
+    for i in range(n):
+        diff = <double>pred[i] - target[i]
+        total += diff * diff
+    return total
+
+
+cdef double _absolute_error_sum(const floating *pred, const floating *target,
+                                Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0.0
+    for i in range(n):
+        total += fabs(<double>pred[i] - target[i])
+    return total
+
+
+cdef void _scaled_difference(double scale, const floating *pred,
+                             const floating *target, floating *out,
+                             Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = <floating>(scale * (<double>pred[i] - target[i]))
+
+
+cdef void _scaled_sign_difference(double scale, const floating *pred,
+                                  const floating *target, floating *out,
+                                  Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double diff
+    for i in range(n):
+        diff = <double>pred[i] - target[i]
+        out[i] = <floating>(scale if diff > 0 else (-scale if diff < 0 else 0.0))
+
 
 def squared_error_sum(const floating[:, ::1] pred,      # IN
                       const floating[:, ::1] target):   # IN  same shape
     """Sum over all elements of (pred - target)^2, in double precision."""
-    cdef Py_ssize_t i, j
-    cdef double diff, total = 0.0
+    cdef double total
     with nogil:
-        for i in range(pred.shape[0]):
-            for j in range(pred.shape[1]):
-                diff = <double>pred[i, j] - target[i, j]
-                total += diff * diff
+        total = _squared_error_sum(&pred[0, 0], &target[0, 0], pred.shape[0] * pred.shape[1])
     return total
 
 
 def absolute_error_sum(const floating[:, ::1] pred,      # IN
                        const floating[:, ::1] target):   # IN  same shape
     """Sum over all elements of |pred - target|, in double precision."""
-    cdef Py_ssize_t i, j
-    cdef double total = 0.0
+    cdef double total
     with nogil:
-        for i in range(pred.shape[0]):
-            for j in range(pred.shape[1]):
-                total += fabs(<double>pred[i, j] - target[i, j])
+        total = _absolute_error_sum(&pred[0, 0], &target[0, 0], pred.shape[0] * pred.shape[1])
     return total
 
 
@@ -58,11 +88,9 @@ def scaled_difference(double scale,
                       const floating[:, ::1] target,    # IN  same shape
                       floating[:, ::1] out):            # OUT same shape
     """out = scale * (pred - target): the gradient of MSE (scale 2/N) and SSE (1)."""
-    cdef Py_ssize_t i, j
     with nogil:
-        for i in range(pred.shape[0]):
-            for j in range(pred.shape[1]):
-                out[i, j] = <floating>(scale * (<double>pred[i, j] - target[i, j]))
+        _scaled_difference(scale, &pred[0, 0], &target[0, 0], &out[0, 0],
+                           pred.shape[0] * pred.shape[1])
 
 
 def scaled_sign_difference(double scale,
@@ -70,13 +98,9 @@ def scaled_sign_difference(double scale,
                            const floating[:, ::1] target,    # IN  same shape
                            floating[:, ::1] out):            # OUT same shape
     """out = scale * sign(pred - target), with sign(0) = 0: the MAE gradient."""
-    cdef Py_ssize_t i, j
-    cdef double diff
     with nogil:
-        for i in range(pred.shape[0]):
-            for j in range(pred.shape[1]):
-                diff = <double>pred[i, j] - target[i, j]
-                out[i, j] = <floating>(scale if diff > 0 else (-scale if diff < 0 else 0.0))
+        _scaled_sign_difference(scale, &pred[0, 0], &target[0, 0], &out[0, 0],
+                                pred.shape[0] * pred.shape[1])
 
 
 # ---------------------------------------------------------------------------
@@ -184,46 +208,89 @@ cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n) noexcept nogi
     return m + log(total)
 
 
+cdef double _softmax_cross_entropy_labels(
+        double scale, const floating *logits, const floating *prob,
+        const int64_t *labels, floating *dz,
+        Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef const floating *z_row
+    cdef double total = 0.0
+    for i in range(n_rows):
+        z_row = logits + i * n_cols
+        total += _row_logsumexp(z_row, n_cols) - z_row[labels[i]]
+        for j in range(n_cols):
+            dz[i * n_cols + j] = <floating>(scale * prob[i * n_cols + j])
+        dz[i * n_cols + labels[i]] = <floating>(
+            scale * (<double>prob[i * n_cols + labels[i]] - 1.0))
+    return total
+
+
+cdef double _softmax_cross_entropy_rows(
+        double scale, const floating *logits, const floating *prob,
+        const floating *target, floating *dz,
+        Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
+    cdef Py_ssize_t i, j, k
+    cdef double lse, row_sum, total = 0.0
+    for i in range(n_rows):
+        lse = _row_logsumexp(logits + i * n_cols, n_cols)
+        row_sum = 0.0
+        for j in range(n_cols):
+            k = i * n_cols + j
+            row_sum += target[k]
+            if target[k] != 0:
+                total += target[k] * (lse - logits[k])
+        for j in range(n_cols):
+            k = i * n_cols + j
+            dz[k] = <floating>(scale * (<double>prob[k] * row_sum - target[k]))
+    return total
+
+
+cdef double _sigmoid_binary_cross_entropy(
+        double scale, const floating *logits, const floating *prob,
+        const floating *target, floating *dz, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double z, total = 0.0
+    for i in range(n):
+        z = logits[i]
+        total += fmax(z, 0.0) - z * target[i] + log1p(exp(-fabs(z)))
+        dz[i] = <floating>(scale * (<double>prob[i] - target[i]))
+    return total
+
+
 def softmax_cross_entropy_labels(double scale,
                                  const floating[:, ::1] logits,   # IN  z of the softmax layer
                                  const floating[:, ::1] prob,     # IN  softmax(z)
-                                 const int64_t[::1] labels,       # IN  (n,)
+                                 const int64_t[::1] labels,       # IN  (n,) in [0, classes)
                                  floating[:, ::1] dz):            # OUT dL/dz
     """Return sum_rows -log softmax(z)[label]; write dz = scale * (p - onehot).
 
     The value is computed as logsumexp(z) - z[label], which stays exact for
     logits of 1e4 where p underflows to 0; the gradient (p - y) needs no log.
     """
-    cdef Py_ssize_t i, j, n_cols = logits.shape[1]
-    cdef double total = 0.0
+    cdef double total
     with nogil:
-        for i in range(logits.shape[0]):
-            total += _row_logsumexp(&logits[i, 0], n_cols) - logits[i, labels[i]]
-            for j in range(n_cols):
-                dz[i, j] = <floating>(scale * prob[i, j])
-            dz[i, labels[i]] = <floating>(scale * (<double>prob[i, labels[i]] - 1.0))
+        total = _softmax_cross_entropy_labels(scale, &logits[0, 0], &prob[0, 0],
+                                              &labels[0], &dz[0, 0],
+                                              logits.shape[0], logits.shape[1])
     return total
 
 
 def softmax_cross_entropy_rows(double scale,
                                const floating[:, ::1] logits,   # IN
                                const floating[:, ::1] prob,     # IN
-                               const floating[:, ::1] target,   # IN  rows summing to 1
+                               const floating[:, ::1] target,   # IN  rows of weights >= 0
                                floating[:, ::1] dz):            # OUT
-    """Return sum_rows -sum_j t_j log softmax(z)_j; write dz = scale * (p - t).
+    """Return sum_rows -sum_j t_j log softmax(z)_j; write dz = scale * (p S - t).
 
-    (p - t) is the gradient only when each target row sums to 1, which the
-    Python layer checks before choosing this kernel.
+    S is the row sum of t: the chain rule through softmax gives
+    dL/dz_j = p_j sum_k t_k - t_j, which is p - t for one-hot or
+    probability rows, without any division by p.
     """
-    cdef Py_ssize_t i, j, n_cols = logits.shape[1]
-    cdef double lse, total = 0.0
+    cdef double total
     with nogil:
-        for i in range(logits.shape[0]):
-            lse = _row_logsumexp(&logits[i, 0], n_cols)
-            for j in range(n_cols):
-                if target[i, j] != 0:
-                    total += target[i, j] * (lse - logits[i, j])
-                dz[i, j] = <floating>(scale * (<double>prob[i, j] - target[i, j]))
+        total = _softmax_cross_entropy_rows(scale, &logits[0, 0], &prob[0, 0],
+                                            &target[0, 0], &dz[0, 0],
+                                            logits.shape[0], logits.shape[1])
     return total
 
 
@@ -237,12 +304,9 @@ def sigmoid_binary_cross_entropy(double scale,
     -[t log s(z) + (1-t) log(1 - s(z))] = max(z, 0) - z t + log(1 + exp(-|z|)),
     the form that never takes the log of 0 nor the exp of a large number.
     """
-    cdef Py_ssize_t i, j
-    cdef double z, total = 0.0
+    cdef double total
     with nogil:
-        for i in range(logits.shape[0]):
-            for j in range(logits.shape[1]):
-                z = logits[i, j]
-                total += fmax(z, 0.0) - z * target[i, j] + log1p(exp(-fabs(z)))
-                dz[i, j] = <floating>(scale * (<double>prob[i, j] - target[i, j]))
+        total = _sigmoid_binary_cross_entropy(scale, &logits[0, 0], &prob[0, 0],
+                                              &target[0, 0], &dz[0, 0],
+                                              logits.shape[0] * logits.shape[1])
     return total

@@ -21,9 +21,10 @@ def check_dtype(dtype) -> np.dtype:
     """Return the NumPy dtype for "float32" or "float64" (or the dtype objects)."""
     try:
         resolved = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):
         resolved = None
-    if resolved not in FLOAT_DTYPES.values():
+    # (Compare with "is": NumPy holds None == np.dtype("float64") to be true.)
+    if resolved is None or dtype is None or resolved not in FLOAT_DTYPES.values():
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return resolved
 
@@ -107,11 +108,23 @@ def as_float_array(data, dtype: np.dtype, name: str, *, ndim: int | None = 2,
     if any(dim > BLAS_INT_MAX for dim in array.shape):
         raise ValueError(f"{name} has a dimension larger than {BLAS_INT_MAX}: {array.shape}")
     # Converting first means a float64 value too large for float32 is caught
-    # as the infinity it becomes.
-    converted = np.ascontiguousarray(array, dtype=dtype)
+    # as the infinity it becomes (quietly: the error below says it better
+    # than NumPy's overflow warning).  order="C" keeps 0-d arrays 0-d, where
+    # np.ascontiguousarray would make them 1-D.
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = _behaved(np.asarray(array, dtype=dtype, order="C"))
     if not np.isfinite(converted).all():
         raise ValueError(f"{name} contains NaN or infinity (in {dtype})")
     return converted
+
+
+def _behaved(array: np.ndarray) -> np.ndarray:
+    """``array``, copied if its memory is misaligned for its dtype.
+
+    A view at an odd byte offset can be C-contiguous and of the right dtype,
+    yet vectorised kernel loops may not read it; a copy is aligned.
+    """
+    return array if array.flags.aligned else array.copy()
 
 
 def check_input(X, dtype: np.dtype, n_features: int, where: str) -> np.ndarray:
@@ -150,7 +163,7 @@ def check_labels(labels: np.ndarray, n_classes: int, name: str = "y") -> np.ndar
             f"{name} holds labels outside [0, {n_classes}): "
             f"min {labels.min()}, max {labels.max()}"
         )
-    return np.ascontiguousarray(labels, dtype=np.int64)
+    return _behaved(np.asarray(labels, dtype=np.int64, order="C"))
 
 
 def check_batch_length(n_targets: int, n_samples: int, name: str = "y") -> None:

@@ -176,14 +176,27 @@ class Dense:
         return self._backward(dA, need_dx)
 
     def _backward(self, dA: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        self._check_cached_batch(dA, "dA")
         dZ = np.empty_like(dA)
         _dense.dense_activation_backward(CODES[self.activation], self.alpha, self.A, dA, dZ)
         return self._backward_from_dz(dZ, need_dx)
 
     def _backward_from_dz(self, dZ: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        self._check_cached_batch(dZ, "dZ")
         dX = np.empty_like(self.X) if need_dx else None
         _dense.dense_param_backward(self.X, self._W, dZ, self._dW, self._db, dX)
         return dX
+
+    def _check_cached_batch(self, grad: np.ndarray, name: str) -> None:
+        # The kernels trust that the gradient and the stored forward pass
+        # have the same batch; a forward on this layer alone with another
+        # batch in between would otherwise make them read past a buffer.
+        if self.A is None or grad.shape != self.A.shape:
+            stored = None if self.A is None else self.A.shape
+            raise ValueError(
+                f"{self!r}: {name} has shape {grad.shape} but the layer's last "
+                f"forward pass gave {stored}; call forward again before backward"
+            )
 
     def __repr__(self) -> str:
         extras = "" if self.use_bias else ", bias=False"

@@ -102,14 +102,10 @@ class Loss:
     def _denominator(self, shape: tuple) -> float:
         return float(np.prod(shape))     # mean over all elements
 
-    def _can_fuse(self, target: np.ndarray) -> bool:
-        return False
-
     def _fused(self, logits, pred, target, dz) -> float:
         """Loss value from the logits, and dL/dlogits written into ``dz``.
 
-        Only for a model whose output activation is ``fuses_with`` and
-        targets for which ``_can_fuse`` is true.
+        Only for a model whose output activation is ``fuses_with``.
         """
         raise NotImplementedError
 
@@ -208,9 +204,6 @@ class BinaryCrossEntropy(Loss):
     def _grad(self, scale, pred, target, out):
         _losses.binary_cross_entropy_grad(scale, pred, target, out)
 
-    def _can_fuse(self, target):
-        return True
-
     def _fused(self, logits, pred, target, dz):
         scale = 1.0 / self._denominator(pred.shape)
         return scale * _losses.sigmoid_binary_cross_entropy(scale, logits, pred, target, dz)
@@ -220,10 +213,11 @@ class CrossEntropy(Loss):
     """Mean over the batch of -log pred[label], for rows of class probabilities.
 
     Targets are integer labels of shape (batch,) in [0, classes), or rows of
-    shape (batch, classes): one-hot, or any distribution summing to 1.
+    shape (batch, classes) of non-negative weights: one-hot, or a distribution.
 
     Use it after a softmax output layer: the model then uses the fused,
-    stable gradient (softmax(z) - y) / batch with respect to the logits z.
+    stable gradient (softmax(z) - y) / batch with respect to the logits z
+    (for target rows that do not sum to 1, (softmax(z) * sum(y) - y) / batch).
 
     Examples
     --------
@@ -268,11 +262,6 @@ class CrossEntropy(Loss):
 
     def _denominator(self, shape):
         return float(shape[0])           # mean over the batch
-
-    def _can_fuse(self, target):
-        # softmax(z) - t is the gradient only for target rows summing to 1.
-        return target.ndim == 1 or bool(
-            np.allclose(target.sum(axis=1), 1.0, rtol=0, atol=1e-6))
 
     def _fused(self, logits, pred, target, dz):
         scale = 1.0 / self._denominator(pred.shape)

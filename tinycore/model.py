@@ -7,14 +7,28 @@ import time
 
 import numpy as np
 
-from tinycore import losses, optimizers
+from tinycore import _plan, losses, optimizers
 from tinycore._validation import check_dtype, check_input, check_positive_int, check_same_shape
+from tinycore.activations import CODES
 from tinycore.layers import Dense
 
 __all__ = ["Sequential", "History"]
 
 # Which loss expects which output activation (its input must be probabilities).
 _REQUIRED_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+# The losses the compiled plan computes itself (exact classes: a subclass may
+# change the formulas, and then takes the per-layer path).
+_PLAN_LOSSES = {
+    losses.MSE: int(_plan.LossKind.LOSS_MSE),
+    losses.SSE: int(_plan.LossKind.LOSS_SSE),
+    losses.MAE: int(_plan.LossKind.LOSS_MAE),
+    losses.BinaryCrossEntropy: int(_plan.LossKind.LOSS_BCE),
+    losses.CrossEntropy: int(_plan.LossKind.LOSS_CE),
+}
+# Plan status codes, as plain ints for cheap comparisons on the hot path.
+_OK = int(_plan.Status.OK)
+_BUSY = int(_plan.Status.BUSY)
 
 
 class History:
@@ -102,6 +116,10 @@ class Sequential:
             offset += size
         self.loss: losses.Loss | None = None
         self.optimizer: optimizers.Optimizer | None = None
+        self._plan = None
+        # Whether the layers' X, Z, A come from the last forward(): a
+        # train_step through the plan leaves them stale.
+        self._forward_current = False
 
     @staticmethod
     def _check_layers(layers) -> tuple:
@@ -175,7 +193,9 @@ class Sequential:
         Every layer keeps its input, pre-activation and output for
         :meth:`backward`.  The returned array is the last layer's ``A``.
         """
-        return self._forward(self._check_X(X))
+        out = self._forward(self._check_X(X))
+        self._forward_current = True
+        return out
 
     def _forward(self, X: np.ndarray) -> np.ndarray:
         for layer in self.layers:
@@ -188,8 +208,9 @@ class Sequential:
         Overwrites each layer's ``dW`` and ``db``; returns dL/dX.
         """
         last = self.layers[-1]
-        if last.A is None:
-            raise RuntimeError("call forward before backward")
+        if not self._forward_current or last.A is None:
+            raise RuntimeError("call forward before backward (train_step, predict "
+                               "and evaluate do not keep a forward pass)")
         grad = check_same_shape(grad_out, last.A.shape, self.dtype, "grad_out",
                                 f"the output of {self!r}"[:60])
         for layer in reversed(self.layers):
@@ -200,7 +221,7 @@ class Sequential:
         """Loss of ``out`` against ``target``; backpropagate it.  Return the loss."""
         last = self.layers[-1]
         need_dx = len(self.layers) > 1
-        if self.loss.fuses_with == last.activation and self.loss._can_fuse(target):
+        if self.loss.fuses_with == last.activation:
             # Softmax + cross-entropy (sigmoid + BCE): dL/dZ = (A - T) / n,
             # straight from the logits, without the loss's own 1/p.
             dZ = np.empty_like(out)
@@ -237,6 +258,17 @@ class Sequential:
             )
         self.loss = loss
         self.optimizer = optimizers.get(optimizer)
+        self._plan = self._make_plan()
+
+    def _make_plan(self):
+        """The fused training plan for this model and loss, or None if the
+        loss is not one the plan computes."""
+        kind = _PLAN_LOSSES.get(type(self.loss))
+        if kind is None:
+            return None
+        table = [(layer.in_features, layer.out_features, CODES[layer.activation],
+                  layer.alpha, layer.use_bias) for layer in self.layers]
+        return _plan.Plan(table, self._params, self._grads, kind)
 
     def _require_compiled(self) -> None:
         if self.loss is None:
@@ -254,10 +286,35 @@ class Sequential:
         of the batch before the update.
         """
         self._require_compiled()
-        X, y = self._check_data(X, y)
-        return self._train_batch(X, y)[0]
+        self._forward_current = False
+        plan = self._plan
+        if plan is None:
+            X, y = self._check_data(X, y)
+            return self._train_batch(X, y)[0]
+        in_plan = type(self.optimizer) is optimizers.SGD   # the plan applies SGD itself
+        lr = self.optimizer.lr if in_plan else 0.0
+        status = plan.train_step(X, y, lr, in_plan)
+        if status != _OK:
+            # Not in the exact form, or a check in the kernel failed: the full
+            # validation converts, or raises the error that explains why.
+            self._raise_if_busy(status)
+            X, y = self._check_data(X, y)
+            status = plan.train_step(X, y, lr, in_plan)
+            self._raise_if_busy(status)
+        if not in_plan:
+            self.optimizer.step(self)
+        return plan.last_loss
+
+    @staticmethod
+    def _raise_if_busy(status) -> None:
+        if status == _BUSY:
+            raise RuntimeError(
+                "this model is being used by another thread; a model trains or "
+                "predicts in one thread at a time"
+            )
 
     def _train_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Per-layer path: forward, loss, backward, update (for custom losses)."""
         out = self._forward(X)
         value = self._backward_loss(out, y)
         self.optimizer.step(self)
@@ -295,20 +352,18 @@ class Sequential:
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         n_samples = X.shape[0]
         history = History()
+        self._forward_current = False
         for epoch in range(epochs):
             started = time.perf_counter()
-            order = self._rng.permutation(n_samples) if shuffle else None
+            order = (self._rng.permutation(n_samples) if shuffle
+                     else np.arange(n_samples, dtype=np.int64))
             loss_sum = 0.0
             n_correct = 0
             for start in range(0, n_samples, batch_size):
-                rows = slice(start, start + batch_size)
-                if order is not None:
-                    rows = order[rows]
-                X_batch, y_batch = X[rows], y[rows]
-                value, out = self._train_batch(X_batch, y_batch)
-                loss_sum += value * self.loss._denominator(out.shape)
-                if self.loss.is_classification:
-                    n_correct += _count_correct(self.loss, out, y_batch)
+                rows = order[start:start + batch_size]
+                value, correct = self._fit_batch(X, y, rows)
+                loss_sum += value * self.loss._denominator((len(rows), self.out_features))
+                n_correct += correct
             metrics = {"loss": loss_sum / self.loss._denominator((n_samples, self.out_features))}
             if self.loss.is_classification:
                 metrics["accuracy"] = n_correct / _n_predictions(self.loss, n_samples,
@@ -320,18 +375,23 @@ class Sequential:
                       f"{time.perf_counter() - started:.2f}s", file=sys.stdout, flush=True)
         return history
 
+    def _fit_batch(self, X, y, rows) -> tuple[float, int]:
+        """One step on X[rows], y[rows]; return the loss and the correct count."""
+        classification = self.loss.is_classification
+        plan = self._plan
+        if plan is None:
+            X_batch, y_batch = X[rows], y[rows]
+            value, out = self._train_batch(X_batch, y_batch)
+            return value, (_count_correct(self.loss, out, y_batch) if classification else 0)
+        in_plan = type(self.optimizer) is optimizers.SGD
+        status = plan.train_rows(X, y, rows, self.optimizer.lr if in_plan else 0.0,
+                                 in_plan, classification)
+        self._raise_if_busy(status)
+        if not in_plan:
+            self.optimizer.step(self)
+        return plan.last_loss, plan.last_correct
+
     # -- inference ------------------------------------------------------------
-
-    def _forget_forward(self) -> None:
-        # predict/evaluate run the layers on other data than the last
-        # forward; a backward after them must not silently use that data.
-        for layer in self.layers:
-            layer.X = layer.Z = layer.A = None
-
-    def _batched_outputs(self, X: np.ndarray, batch_size: int):
-        for start in range(0, X.shape[0], batch_size):
-            yield slice(start, start + batch_size), self._forward(X[start:start + batch_size])
-        self._forget_forward()
 
     def predict(self, X, batch_size: int = 1024) -> np.ndarray:
         """The model's output for X, computed ``batch_size`` rows at a time.
@@ -341,8 +401,12 @@ class Sequential:
         X = self._check_X(X)
         batch_size = check_positive_int(batch_size, "batch_size")
         out = np.empty((X.shape[0], self.out_features), dtype=self.dtype)
-        for rows, batch_out in self._batched_outputs(X, batch_size):
-            out[rows] = batch_out
+        self._forward_current = False
+        if self._plan is not None:
+            self._raise_if_busy(self._plan.predict(X, out, batch_size))
+            return out
+        for start in range(0, X.shape[0], batch_size):     # uncompiled, or custom loss
+            out[start:start + batch_size] = self._forward(X[start:start + batch_size])
         return out
 
     def evaluate(self, X, y, batch_size: int = 1024) -> dict[str, float]:
@@ -355,18 +419,13 @@ class Sequential:
         """
         self._require_compiled()
         X, y = self._check_data(X, y)
-        batch_size = check_positive_int(batch_size, "batch_size")
-        loss_sum = 0.0
-        n_correct = 0
-        for rows, out in self._batched_outputs(X, batch_size):
-            loss_sum += self.loss._value_sum(out, y[rows])
-            if self.loss.is_classification:
-                n_correct += _count_correct(self.loss, out, y[rows])
+        out = self.predict(X, batch_size)
         n_samples = X.shape[0]
-        result = {"loss": loss_sum / self.loss._denominator((n_samples, self.out_features))}
+        result = {"loss": self.loss._value_sum(out, y)
+                  / self.loss._denominator((n_samples, self.out_features))}
         if self.loss.is_classification:
-            result["accuracy"] = n_correct / _n_predictions(self.loss, n_samples,
-                                                            self.out_features)
+            result["accuracy"] = (_count_correct(self.loss, out, y)
+                                  / _n_predictions(self.loss, n_samples, self.out_features))
         return result
 
     def __repr__(self) -> str:

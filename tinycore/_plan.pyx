@@ -1,0 +1,555 @@
+"""The execution plan: a whole training step in one call, without the GIL.
+
+``Sequential.compile`` builds a :class:`Plan` over the model's flat parameter
+and gradient buffers.  For each batch size it meets, the plan allocates one
+workspace holding every layer's Z and A and two gradient scratch buffers, and
+keeps it; a training step then runs
+
+    forward      Z_l = A_{l-1} W_l + b_l,  A_l = act(Z_l)         for every layer
+    loss         value, and dZ_L (fused with softmax / sigmoid where it applies)
+    backward     dW_l = A_{l-1}^T dZ_l,  db_l = colsum(dZ_l),
+                 dZ_{l-1} = (dZ_l W_l^T) * act'(A_{l-1}),
+                 then the update of layer l (its W_l is no longer needed)
+
+in one nogil function, allocating nothing.  The same kernels as the per-layer
+API (``_dense``, ``_activations``, ``_losses``, ``_optim``) do the work.
+"""
+cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+from cython cimport floating
+
+import numpy as np
+
+from tinycore._activations cimport (
+    Activation, LINEAR, _activation_backward, _bias_activation,
+)
+from tinycore._blas cimport NoTrans, Trans, _gemm
+from tinycore._losses cimport (
+    _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
+    _sigmoid_binary_cross_entropy, _softmax_cross_entropy_labels,
+    _softmax_cross_entropy_rows, _squared_error_sum,
+)
+from tinycore._optim cimport _sgd_update
+
+cnp.import_array()
+
+
+cpdef enum LossKind:
+    LOSS_MSE = 0
+    LOSS_SSE = 1
+    LOSS_MAE = 2
+    LOSS_BCE = 3    # after a sigmoid output layer: fused, from the logits
+    LOSS_CE = 4     # after a softmax output layer: fused, from the logits
+
+
+cpdef enum Status:
+    OK = 0
+    NEEDS_CONVERSION = 1     # not in the plan's exact dtype/shape/layout
+    NOT_FINITE_INPUT = 2
+    NOT_FINITE_TARGET = 3
+    LABEL_OUT_OF_RANGE = 4
+    BUSY = 5                 # another thread is inside this plan
+
+
+cdef struct LayerSpec:
+    int n_in
+    int n_out
+    Activation activation
+    double alpha
+    Py_ssize_t w_offset      # W at params + w_offset, shape (n_in, n_out)
+    Py_ssize_t b_offset      # b at params + b_offset; -1 without a bias
+    Py_ssize_t n_params      # W and b, contiguous from w_offset
+    Py_ssize_t z_cols        # Z at workspace + batch * z_cols
+    Py_ssize_t a_cols        # A at workspace + batch * a_cols (= z_cols if linear)
+
+
+cdef struct Problem:
+    # Everything one step needs, as raw pointers, so the nogil code below can
+    # be written once for float and double.
+    LayerSpec *layers
+    int n_layers
+    int loss_kind
+    Py_ssize_t batch
+    Py_ssize_t grad0_cols    # the two gradient scratch buffers, each
+    Py_ssize_t grad1_cols    # batch x max width, in the workspace
+    bint has_labels
+
+
+# ---------------------------------------------------------------------------
+# nogil building blocks
+# ---------------------------------------------------------------------------
+
+cdef inline bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
+    # x - x is 0 for finite x and NaN for inf or NaN; the comparison then
+    # fails.  Branch-free, so the compiler can vectorise the loop.
+    cdef Py_ssize_t i
+    cdef bint bad = 0
+    for i in range(n):
+        bad |= not ((x[i] - x[i]) == 0)
+    return not bad
+
+
+cdef inline bint _labels_in_range(const int64_t *labels, Py_ssize_t n,
+                                  int64_t n_classes) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef bint bad = 0
+    for i in range(n):
+        bad |= (labels[i] < 0) | (labels[i] >= n_classes)
+    return not bad
+
+
+cdef void _forward(const Problem *p, const floating *x, floating *params,
+                   floating *ws) noexcept nogil:
+    cdef int l
+    cdef const LayerSpec *layer
+    cdef const floating *inp = x
+    cdef floating *z
+    cdef floating *a
+    for l in range(p.n_layers):
+        layer = &p.layers[l]
+        z = ws + p.batch * layer.z_cols
+        a = ws + p.batch * layer.a_cols
+        # beta = 0: Z is overwritten, its previous contents never read.
+        _gemm(NoTrans, NoTrans, <int>p.batch, layer.n_out, layer.n_in,
+              1.0, inp, layer.n_in, params + layer.w_offset, layer.n_out,
+              0.0, z, layer.n_out)
+        _bias_activation(layer.activation, layer.alpha, z,
+                         params + layer.b_offset if layer.b_offset >= 0 else NULL,
+                         a, p.batch, layer.n_out)
+        inp = a
+
+
+cdef double _output_gradient(const Problem *p, const floating *target,
+                             const int64_t *labels, floating *ws) noexcept nogil:
+    """Loss value; dL/dZ of the last layer written to the first scratch buffer."""
+    cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
+    cdef const floating *z = ws + p.batch * last.z_cols
+    cdef const floating *a = ws + p.batch * last.a_cols
+    cdef floating *dz = ws + p.batch * p.grad0_cols
+    cdef Py_ssize_t n = p.batch * last.n_out
+    cdef double value
+    if p.loss_kind == LOSS_CE:
+        if p.has_labels:
+            value = _softmax_cross_entropy_labels(1.0 / p.batch, z, a, labels, dz,
+                                                  p.batch, last.n_out)
+        else:
+            value = _softmax_cross_entropy_rows(1.0 / p.batch, z, a, target, dz,
+                                                p.batch, last.n_out)
+        return value / p.batch
+    if p.loss_kind == LOSS_BCE:
+        return _sigmoid_binary_cross_entropy(1.0 / n, z, a, target, dz, n) / n
+    # Regression losses: dL/dA first, then through the activation to dL/dZ.
+    if p.loss_kind == LOSS_MSE:
+        value = _squared_error_sum(a, target, n) / n
+        _scaled_difference(2.0 / n, a, target, dz, n)
+    elif p.loss_kind == LOSS_SSE:
+        value = 0.5 * _squared_error_sum(a, target, n)
+        _scaled_difference(1.0, a, target, dz, n)
+    else:
+        value = _absolute_error_sum(a, target, n) / n
+        _scaled_sign_difference(1.0 / n, a, target, dz, n)
+    _activation_backward(last.activation, last.alpha, a, dz, dz, p.batch, last.n_out)
+    return value
+
+
+cdef void _backward_and_update(const Problem *p, const floating *x, floating *params,
+                               floating *grads, floating *ws, double lr,
+                               bint update) noexcept nogil:
+    cdef int l
+    cdef Py_ssize_t i, j
+    cdef const LayerSpec *layer
+    cdef const LayerSpec *below
+    cdef const floating *inp
+    cdef floating *dz = ws + p.batch * p.grad0_cols
+    cdef floating *dx = ws + p.batch * p.grad1_cols
+    cdef floating *swap
+    cdef floating *db
+    for l in range(p.n_layers - 1, -1, -1):
+        layer = &p.layers[l]
+        inp = x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols
+        # dW (in, out) = inp^T (in, batch) @ dZ (batch, out)
+        _gemm(Trans, NoTrans, layer.n_in, layer.n_out, <int>p.batch,
+              1.0, inp, layer.n_in, dz, layer.n_out, 0.0,
+              grads + layer.w_offset, layer.n_out)
+        if layer.b_offset >= 0:
+            # Rows in a fixed order, so the sum is the same on every run.
+            db = grads + layer.b_offset
+            for j in range(layer.n_out):
+                db[j] = 0
+            for i in range(p.batch):
+                for j in range(layer.n_out):
+                    db[j] += dz[i * layer.n_out + j]
+        if l > 0:
+            # dX (batch, in) = dZ (batch, out) @ W^T, with W before its update;
+            # then through the activation of the layer below: its dZ.
+            below = &p.layers[l - 1]
+            _gemm(NoTrans, Trans, <int>p.batch, layer.n_in, layer.n_out,
+                  1.0, dz, layer.n_out, params + layer.w_offset, layer.n_out,
+                  0.0, dx, layer.n_in)
+            _activation_backward(below.activation, below.alpha, inp, dx, dx,
+                                 p.batch, layer.n_in)
+        if update:
+            # This layer's gradients are final and its W is no longer needed.
+            _sgd_update(lr, params + layer.w_offset, grads + layer.w_offset,
+                        layer.n_params)
+        swap = dz
+        dz = dx
+        dx = swap
+
+
+cdef Py_ssize_t _count_correct(const Problem *p, const floating *target,
+                               const int64_t *labels, const floating *ws) noexcept nogil:
+    """Correct predictions: arg-max class (cross-entropy), p >= 0.5 (BCE)."""
+    cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
+    cdef const floating *a = ws + p.batch * last.a_cols
+    cdef Py_ssize_t i, j, best, wanted, n_out = last.n_out, count = 0
+    if p.loss_kind == LOSS_BCE:
+        for i in range(p.batch * n_out):
+            count += (a[i] >= 0.5) == (target[i] >= 0.5)
+        return count
+    for i in range(p.batch):
+        best = 0
+        for j in range(1, n_out):
+            if a[i * n_out + j] > a[i * n_out + best]:
+                best = j
+        if p.has_labels:
+            wanted = labels[i]
+        else:
+            wanted = 0
+            for j in range(1, n_out):
+                if target[i * n_out + j] > target[i * n_out + wanted]:
+                    wanted = j
+        count += best == wanted
+    return count
+
+
+cdef double _train(const Problem *p, const floating *x, const floating *target,
+                   const int64_t *labels, floating *params, floating *grads,
+                   floating *ws, double lr, bint update, bint count,
+                   Py_ssize_t *n_correct) noexcept nogil:
+    cdef double value
+    _forward(p, x, params, ws)
+    if count:
+        n_correct[0] = _count_correct(p, target, labels, ws)
+    value = _output_gradient(p, target, labels, ws)
+    _backward_and_update(p, x, params, grads, ws, lr, update)
+    return value
+
+
+cdef void _predict(const Problem *p, const floating *x, floating *params,
+                   floating *ws, floating *out) noexcept nogil:
+    cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
+    _forward(p, x, params, ws)
+    memcpy(out, ws + p.batch * last.a_cols, p.batch * last.n_out * sizeof(floating))
+
+
+cdef void _gather_rows(const char *source, const int64_t *rows, Py_ssize_t n_rows,
+                       Py_ssize_t row_bytes, char *dest) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n_rows):
+        memcpy(dest + i * row_bytes, source + rows[i] * row_bytes, row_bytes)
+
+
+cdef inline bint _all_weights(const floating *t, Py_ssize_t n) noexcept nogil:
+    # Cross-entropy target rows: finite and >= 0 (NaN fails the comparison).
+    cdef Py_ssize_t i
+    cdef bint bad = 0
+    for i in range(n):
+        bad |= not ((t[i] >= 0) & ((t[i] - t[i]) == 0))
+    return not bad
+
+
+cdef inline bint _all_probabilities(const floating *t, Py_ssize_t n) noexcept nogil:
+    # Binary cross-entropy targets: in [0, 1] (NaN fails both comparisons).
+    cdef Py_ssize_t i
+    cdef bint bad = 0
+    for i in range(n):
+        bad |= not ((t[i] >= 0) & (t[i] <= 1))
+    return not bad
+
+
+# ---------------------------------------------------------------------------
+# The plan object
+# ---------------------------------------------------------------------------
+
+cdef inline bint _is_exact(object array, int typenum, Py_ssize_t n_rows_or_minus1,
+                           int ndim, Py_ssize_t n_cols) noexcept:
+    """Whether ``array`` is an ndarray already in the form the kernels take."""
+    cdef cnp.ndarray arr
+    if not cnp.PyArray_Check(array):
+        return False
+    arr = <cnp.ndarray>array
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
+        return False
+    if cnp.PyArray_DIM(arr, 0) < 1:
+        return False
+    if n_rows_or_minus1 >= 0 and cnp.PyArray_DIM(arr, 0) != n_rows_or_minus1:
+        return False
+    return ndim == 1 or cnp.PyArray_DIM(arr, 1) == n_cols
+
+
+cdef class Plan:
+    """A compiled model: layer table, loss, and per-batch-size workspaces.
+
+    Parameters
+    ----------
+    layer_table : list of tuple
+        Per layer ``(n_in, n_out, activation_code, alpha, has_bias)``, in order,
+        laid out in ``params`` as W then b.
+    params, grads : ndarray
+        The model's flat parameter and gradient buffers (float32 or float64).
+    loss_kind : int
+        One of the ``LOSS_*`` codes.
+    """
+
+    cdef LayerSpec *layers
+    cdef int n_layers
+    cdef int loss_kind
+    cdef int typenum
+    cdef cnp.ndarray params
+    cdef cnp.ndarray grads
+    cdef Py_ssize_t ws_cols, grad0_cols, grad1_cols, n_in, n_out
+    cdef dict workspaces
+    cdef bint busy
+    cdef readonly double last_loss
+    cdef readonly Py_ssize_t last_correct
+
+    def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
+                  int loss_kind):
+        cdef Py_ssize_t offset = 0, cols = 0, max_width = 0
+        cdef int l
+        self.n_layers = len(layer_table)
+        self.layers = <LayerSpec *>PyMem_Malloc(self.n_layers * sizeof(LayerSpec))
+        if self.layers == NULL:
+            raise MemoryError()
+        for l, (n_in, n_out, activation, alpha, has_bias) in enumerate(layer_table):
+            spec = &self.layers[l]
+            spec.n_in = n_in
+            spec.n_out = n_out
+            spec.activation = <Activation>activation
+            spec.alpha = alpha
+            spec.w_offset = offset
+            spec.b_offset = offset + n_in * n_out if has_bias else -1
+            spec.n_params = n_in * n_out + (n_out if has_bias else 0)
+            offset += spec.n_params
+            spec.z_cols = cols
+            cols += n_out
+            if spec.activation == LINEAR:
+                spec.a_cols = spec.z_cols      # A is Z: no copy
+            else:
+                spec.a_cols = cols
+                cols += n_out
+            max_width = max(max_width, n_in, n_out)
+        if offset != params.shape[0] or params.shape[0] != grads.shape[0]:
+            raise ValueError("parameter buffers do not match the layer table")
+        self.grad0_cols = cols
+        self.grad1_cols = cols + max_width
+        self.ws_cols = cols + 2 * max_width
+        self.params = params
+        self.grads = grads
+        self.typenum = cnp.PyArray_TYPE(params)
+        self.loss_kind = loss_kind
+        self.n_in = self.layers[0].n_in
+        self.n_out = self.layers[self.n_layers - 1].n_out
+        self.workspaces = {}
+        self.busy = False
+
+    def __dealloc__(self):
+        PyMem_Free(self.layers)
+
+    cdef cnp.ndarray _workspace(self, Py_ssize_t batch):
+        # Layout, in elements of the model's dtype, each block batch rows:
+        # [Z and A of every layer | 2 gradient scratch | gathered X | gathered
+        # float targets], then batch int64 gathered labels, 8-byte aligned.
+        ws = self.workspaces.get(batch)
+        if ws is None:
+            if len(self.workspaces) >= 4:     # a fit uses two sizes; predict one more
+                self.workspaces.clear()
+            ws = np.empty(self._labels_offset(batch) + batch * sizeof(int64_t),
+                          dtype=np.uint8)
+            self.workspaces[batch] = ws
+        return <cnp.ndarray>ws
+
+    cdef Py_ssize_t _itemsize(self):
+        return cnp.PyArray_ITEMSIZE(self.params)
+
+    cdef Py_ssize_t _labels_offset(self, Py_ssize_t batch):
+        cdef Py_ssize_t float_bytes = (batch * (self.ws_cols + self.n_in + self.n_out)
+                                       * self._itemsize())
+        return (float_bytes + 7) // 8 * 8
+
+    cdef Problem _problem(self, Py_ssize_t batch, bint has_labels):
+        cdef Problem p
+        p.layers = self.layers
+        p.n_layers = self.n_layers
+        p.loss_kind = self.loss_kind
+        p.batch = batch
+        p.grad0_cols = self.grad0_cols
+        p.grad1_cols = self.grad1_cols
+        p.has_labels = has_labels
+        return p
+
+    def workspace_bytes(self):
+        """Bytes held by the cached workspaces."""
+        return sum(ws.nbytes for ws in self.workspaces.values())
+
+    def clear_workspaces(self):
+        """Free the cached workspaces (they are re-made on the next call)."""
+        self.workspaces.clear()
+
+    def train_step(self, X, y, double lr, bint update, bint count=False):
+        """One step on a batch already in the plan's exact form.
+
+        Returns a :class:`Status`; the loss is then in ``last_loss`` (and the
+        number of correct predictions in ``last_correct`` if ``count``).
+        Arrays in another form give ``NEEDS_CONVERSION`` and are not touched.
+        """
+        cdef Py_ssize_t batch, n_target
+        cdef bint has_labels
+        if not _is_exact(X, self.typenum, -1, 2, self.n_in):
+            return NEEDS_CONVERSION
+        batch = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        has_labels = self.loss_kind == LOSS_CE and _is_exact(y, cnp.NPY_INT64, batch, 1, 0)
+        if not has_labels and not _is_exact(y, self.typenum, batch, 2, self.n_out):
+            return NEEDS_CONVERSION
+        if self.busy:
+            return BUSY
+        self.busy = True
+        try:
+            return self._checked_step(<cnp.ndarray>X, <cnp.ndarray>y, batch,
+                                      has_labels, lr, update, count)
+        finally:
+            self.busy = False
+
+    cdef int _checked_step(self, cnp.ndarray X, cnp.ndarray y, Py_ssize_t batch,
+                           bint has_labels, double lr, bint update, bint count):
+        cdef cnp.ndarray ws = self._workspace(batch)
+        cdef Problem p = self._problem(batch, has_labels)
+        cdef void *x = cnp.PyArray_DATA(X)
+        cdef void *t = cnp.PyArray_DATA(y)
+        cdef bint x_ok, t_ok
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                x_ok = _all_finite(<float *>x, batch * self.n_in)
+            else:
+                x_ok = _all_finite(<double *>x, batch * self.n_in)
+            if has_labels:
+                t_ok = _labels_in_range(<int64_t *>t, batch, self.n_out)
+            elif self.loss_kind == LOSS_BCE:
+                if self.typenum == cnp.NPY_FLOAT32:
+                    t_ok = _all_probabilities(<float *>t, batch * self.n_out)
+                else:
+                    t_ok = _all_probabilities(<double *>t, batch * self.n_out)
+            elif self.loss_kind == LOSS_CE:
+                if self.typenum == cnp.NPY_FLOAT32:
+                    t_ok = _all_weights(<float *>t, batch * self.n_out)
+                else:
+                    t_ok = _all_weights(<double *>t, batch * self.n_out)
+            elif self.typenum == cnp.NPY_FLOAT32:
+                t_ok = _all_finite(<float *>t, batch * self.n_out)
+            else:
+                t_ok = _all_finite(<double *>t, batch * self.n_out)
+        if not x_ok:
+            return NOT_FINITE_INPUT
+        if not t_ok:
+            return LABEL_OUT_OF_RANGE if has_labels else NOT_FINITE_TARGET
+        self._run(&p, x, t, ws, lr, update, count)
+        return OK
+
+    cdef void _run(self, const Problem *p, const void *x, const void *t,
+                   cnp.ndarray ws, double lr, bint update, bint count):
+        cdef void *params = cnp.PyArray_DATA(self.params)
+        cdef void *grads = cnp.PyArray_DATA(self.grads)
+        cdef void *work = cnp.PyArray_DATA(ws)
+        cdef const int64_t *labels = <const int64_t *>t if p.has_labels else NULL
+        cdef Py_ssize_t n_correct = 0
+        cdef double value
+        with nogil:
+            if self.typenum == cnp.NPY_FLOAT32:
+                value = _train(p, <const float *>x, <const float *>t, labels,
+                               <float *>params, <float *>grads, <float *>work,
+                               lr, update, count, &n_correct)
+            else:
+                value = _train(p, <const double *>x, <const double *>t, labels,
+                               <double *>params, <double *>grads, <double *>work,
+                               lr, update, count, &n_correct)
+        self.last_loss = value
+        self.last_correct = n_correct
+
+    def train_rows(self, cnp.ndarray X, cnp.ndarray y, cnp.ndarray rows,
+                   double lr, bint update, bint count=False):
+        """One step on the rows ``rows`` (int64) of a validated data set (X, y).
+
+        The rows are copied into the workspace first, so a shuffled epoch
+        needs no fancy indexing and allocates nothing.  X and y must be in the
+        plan's exact form and already checked (finite, labels in range).
+        """
+        cdef Py_ssize_t batch = rows.shape[0]
+        cdef bint has_labels = cnp.PyArray_NDIM(y) == 1
+        cdef Py_ssize_t itemsize = self._itemsize()
+        cdef Py_ssize_t x_row_bytes = self.n_in * itemsize
+        cdef Py_ssize_t t_row_bytes = sizeof(int64_t) if has_labels else self.n_out * itemsize
+        cdef cnp.ndarray ws
+        cdef Problem p = self._problem(batch, has_labels)
+        cdef const int64_t *row_ptr = <const int64_t *>cnp.PyArray_DATA(rows)
+        cdef char *work
+        cdef char *x_rows
+        cdef char *t_rows
+        if self.busy:
+            return BUSY
+        self.busy = True
+        try:
+            ws = self._workspace(batch)
+            work = <char *>cnp.PyArray_DATA(ws)
+            x_rows = work + batch * self.ws_cols * itemsize
+            if has_labels:
+                t_rows = work + self._labels_offset(batch)
+            else:
+                t_rows = x_rows + batch * x_row_bytes
+            with nogil:
+                _gather_rows(<const char *>cnp.PyArray_DATA(X), row_ptr, batch,
+                             x_row_bytes, x_rows)
+                _gather_rows(<const char *>cnp.PyArray_DATA(y), row_ptr, batch,
+                             t_row_bytes, t_rows)
+            self._run(&p, x_rows, t_rows, ws, lr, update, count)
+            return OK
+        finally:
+            self.busy = False
+
+    def predict(self, cnp.ndarray X, cnp.ndarray out, Py_ssize_t batch_size):
+        """out = the model's output for X, ``batch_size`` rows at a time.
+
+        X (n, n_in) and out (n, n_out) must be in the plan's exact form.
+        """
+        cdef Py_ssize_t start, batch, n = X.shape[0], itemsize = self._itemsize()
+        cdef Problem p
+        cdef cnp.ndarray ws
+        cdef char *x = <char *>cnp.PyArray_DATA(X)
+        cdef char *y = <char *>cnp.PyArray_DATA(out)
+        cdef void *params = cnp.PyArray_DATA(self.params)
+        cdef void *work
+        if self.busy:
+            return BUSY
+        self.busy = True
+        try:
+            for start in range(0, n, batch_size):
+                batch = min(batch_size, n - start)
+                ws = self._workspace(batch)
+                work = cnp.PyArray_DATA(ws)
+                p = self._problem(batch, False)
+                with nogil:
+                    if self.typenum == cnp.NPY_FLOAT32:
+                        _predict(&p, <const float *>(x + start * self.n_in * itemsize),
+                                 <float *>params, <float *>work,
+                                 <float *>(y + start * self.n_out * itemsize))
+                    else:
+                        _predict(&p, <const double *>(x + start * self.n_in * itemsize),
+                                 <double *>params, <double *>work,
+                                 <double *>(y + start * self.n_out * itemsize))
+            return OK
+        finally:
+            self.busy = False
