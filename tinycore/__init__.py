@@ -10,11 +10,16 @@ Examples
 ...                        tc.Dense(32, 10, activation="softmax")], seed=0)
 >>> model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
 """
-from tinycore import activations, datasets, losses, optimizers
-from tinycore._config import set_num_threads, show_config
-from tinycore.layers import Dense
-from tinycore.model import History, Sequential
-from tinycore.optimizers import SGD, Optimizer
+# Before anything loads SciPy's BLAS: ask for the widest kernels the CPU has.
+from tinycore import _cpu
+
+_cpu.select_blas_kernels()
+
+from tinycore import activations, datasets, losses, optimizers  # noqa: E402
+from tinycore._config import set_num_threads, show_config  # noqa: E402
+from tinycore.layers import Dense  # noqa: E402
+from tinycore.model import History, Sequential  # noqa: E402
+from tinycore.optimizers import SGD, Optimizer  # noqa: E402
 
 __version__ = "0.1.0"
 

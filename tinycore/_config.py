@@ -1,12 +1,14 @@
 """Run-time configuration: the BLAS in use and its threads."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
 import scipy
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from tinycore import _cpu
 from tinycore._validation import check_positive_int
 
 __all__ = ["show_config", "set_num_threads", "blas_info"]
@@ -17,14 +19,20 @@ _thread_limit = None
 
 
 def _scipy_blas_pools() -> list[dict]:
-    # tinycore's kernels call the BLAS that SciPy's cython_blas is linked to;
-    # importing it loads that library, so threadpoolctl can see it.
-    import scipy.linalg.cython_blas  # noqa: F401
-    return [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    # tinycore's kernels call the BLAS that SciPy's cython_blas is linked to
+    # (NumPy may carry a second one, which tinycore never calls).
+    # Wheels keep it in scipy.libs/ beside the package; elsewhere (a system
+    # or conda BLAS) every BLAS loaded is listed.
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+    pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))
+    ours = [pool for pool in pools
+            if os.path.realpath(pool.get("filepath") or "").startswith(scipy_dir)]
+    return ours or pools
 
 
 def blas_info() -> list[dict]:
-    """threadpoolctl's description of each BLAS library loaded in the process."""
+    """threadpoolctl's description of the BLAS library tinycore's kernels call."""
     return _scipy_blas_pools()
 
 
@@ -56,6 +64,7 @@ def show_config(file=None) -> dict:
              ("internal_api", "version", "architecture", "num_threads", "filepath")}
             for pool in blas_info()
         ],
+        "blas_kernel_choice": _cpu.decision["reason"],
     }
     out = sys.stdout if file is None else file
     print(f"tinycore {config['tinycore']} (python {config['python']}, "
@@ -64,4 +73,5 @@ def show_config(file=None) -> dict:
         print(f"  BLAS: {pool['internal_api']} {pool['version']}, kernels "
               f"{pool['architecture']}, {pool['num_threads']} threads "
               f"({pool['filepath']})", file=out)
+    print(f"  kernel choice: {config['blas_kernel_choice']}", file=out)
     return config

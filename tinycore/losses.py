@@ -205,8 +205,9 @@ class BinaryCrossEntropy(Loss):
         _losses.binary_cross_entropy_grad(scale, pred, target, out)
 
     def _fused(self, logits, pred, target, dz):
-        scale = 1.0 / self._denominator(pred.shape)
-        return scale * _losses.sigmoid_binary_cross_entropy(scale, logits, pred, target, dz)
+        denominator = self._denominator(pred.shape)
+        total = _losses.sigmoid_binary_cross_entropy(1.0 / denominator, logits, pred, target, dz)
+        return total / denominator
 
 
 class CrossEntropy(Loss):
@@ -264,12 +265,14 @@ class CrossEntropy(Loss):
         return float(shape[0])           # mean over the batch
 
     def _fused(self, logits, pred, target, dz):
-        scale = 1.0 / self._denominator(pred.shape)
+        denominator = self._denominator(pred.shape)
         if target.ndim == 1:
-            total = _losses.softmax_cross_entropy_labels(scale, logits, pred, target, dz)
+            total = _losses.softmax_cross_entropy_labels(1.0 / denominator, logits, pred,
+                                                         target, dz)
         else:
-            total = _losses.softmax_cross_entropy_rows(scale, logits, pred, target, dz)
-        return scale * total
+            total = _losses.softmax_cross_entropy_rows(1.0 / denominator, logits, pred,
+                                                       target, dz)
+        return total / denominator
 
 
 #: Loss name -> class.
