@@ -15,16 +15,18 @@ from tinycore import _cpu
 
 _cpu.select_blas_kernels()
 
-from tinycore import activations, datasets, losses, optimizers  # noqa: E402
+from tinycore import activations, callbacks, datasets, initializers, losses, optimizers  # noqa: E402
 from tinycore._config import set_num_threads, show_config  # noqa: E402
 from tinycore.layers import Dense  # noqa: E402
-from tinycore.model import History, Sequential  # noqa: E402
+from tinycore.model import Sequential  # noqa: E402
+from tinycore.training import History  # noqa: E402
 from tinycore.optimizers import SGD, Optimizer  # noqa: E402
+from tinycore.serialization import load  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Dense", "Sequential", "History", "Optimizer", "SGD",
-    "activations", "losses", "optimizers", "datasets",
-    "show_config", "set_num_threads", "__version__",
+    "activations", "callbacks", "losses", "optimizers", "datasets", "initializers",
+    "load", "show_config", "set_num_threads", "__version__",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycore import _dense
+from tinycore import _dense, initializers
 from tinycore._validation import (
     check_dtype, check_input, check_positive_int, check_real, check_same_shape,
 )
@@ -28,6 +28,10 @@ class Dense:
         Whether the layer has a bias b.
     alpha : float, default 0.01
         Slope of leaky ReLU for negative inputs (other activations ignore it).
+    init : str or callable, default "auto"
+        How W starts: a name from ``tinycore.initializers.INITIALIZERS``, a
+        function ``(shape, rng) -> ndarray``, or "auto" (He-uniform for ReLU
+        and leaky ReLU, Glorot-uniform otherwise).  b starts at 0.
 
     Attributes
     ----------
@@ -53,7 +57,7 @@ class Dense:
 
     def __init__(self, in_features: int, out_features: int,
                  activation: str = "linear", *, bias: bool = True,
-                 alpha: float = 0.01):
+                 alpha: float = 0.01, init="auto"):
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
         self.activation = check_activation(activation)
@@ -61,6 +65,9 @@ class Dense:
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {type(bias).__name__}")
         self.use_bias = bool(bias)
+        if not callable(init):
+            initializers.resolve(init, self.activation)   # unknown names fail here
+        self.init = init
         self.dtype: np.dtype | None = None
         self._W = self._b = self._dW = self._db = None
         self.X = self.Z = self.A = None
@@ -101,14 +108,13 @@ class Dense:
                 self._b[...] = previous[1]
 
     def init_params(self, rng: np.random.Generator) -> None:
-        """Glorot-uniform weights, U(-l, l) with l = sqrt(6 / (in + out)); zero bias.
+        """Draw W with the layer's initialiser from ``rng``; set b to 0.
 
-        Glorot and Bengio (2010): keeps the variance of activations and of
-        gradients about the same from layer to layer.  Drawn in float64 and
-        then cast, so float32 and float64 models of one seed start alike.
+        Drawn in float64 and then cast, so float32 and float64 models of one
+        seed start alike.
         """
-        limit = np.sqrt(6.0 / (self.in_features + self.out_features))
-        self._W[...] = rng.uniform(-limit, limit, size=self._W.shape)
+        self._W[...] = initializers.initial_weights(self.init, self.activation,
+                                                    self._W.shape, rng)
         if self.use_bias:
             self._b[...] = 0.0
 
@@ -119,7 +125,7 @@ class Dense:
         ----------
         dtype : {"float32", "float64"}
         seed : int or None
-            Seed of the Glorot-uniform initialisation (None: fresh entropy).
+            Seed of the initialisation (None: fresh entropy).
         """
         if self._owner is not None:
             raise ValueError("this layer belongs to a model; its parameters are the model's")
@@ -200,6 +206,8 @@ class Dense:
 
     def __repr__(self) -> str:
         extras = "" if self.use_bias else ", bias=False"
+        if self.init != "auto":
+            extras += f", init={getattr(self.init, '__name__', self.init)!r}"
         if self.activation == "leaky_relu":
             extras += f", alpha={self.alpha:g}"
         return (f"Dense({self.in_features}, {self.out_features}, "

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import numbers
-import sys
-import time
 
 import numpy as np
 
-from tinycore import _plan, losses, optimizers
+from tinycore import _plan, losses, optimizers, training
 from tinycore._validation import check_dtype, check_input, check_positive_int, check_same_shape
 from tinycore.activations import CODES
 from tinycore.layers import Dense
+
+from tinycore.training import History, _n_predictions
 
 __all__ = ["Sequential", "History"]
 
@@ -29,31 +29,6 @@ _PLAN_LOSSES = {
 # Plan status codes, as plain ints for cheap comparisons on the hot path.
 _OK = int(_plan.Status.OK)
 _BUSY = int(_plan.Status.BUSY)
-
-
-class History:
-    """What :meth:`Sequential.fit` recorded.
-
-    Attributes
-    ----------
-    history : dict[str, list[float]]
-        One value per epoch for each metric: "loss", and "accuracy" when the
-        loss is a classification loss.
-    epoch : list[int]
-        The epoch numbers, from 0.
-    """
-
-    def __init__(self):
-        self.history: dict[str, list[float]] = {}
-        self.epoch: list[int] = []
-
-    def _record(self, epoch: int, metrics: dict) -> None:
-        self.epoch.append(epoch)
-        for name, value in metrics.items():
-            self.history.setdefault(name, []).append(float(value))
-
-    def __repr__(self) -> str:
-        return f"History(epochs={len(self.epoch)}, metrics={sorted(self.history)})"
 
 
 def _check_seed(seed):
@@ -82,7 +57,7 @@ class Sequential:
         Precision of the parameters and of all computation; input of another
         dtype is converted.
     seed : int or None, default None
-        Seeds the Glorot-uniform initialisation and the shuffling of
+        Seeds the weight initialisation and the shuffling of
         :meth:`fit`: the same seed gives the same weights and the same
         training run.  None draws fresh entropy.
 
@@ -117,6 +92,8 @@ class Sequential:
         self.loss: losses.Loss | None = None
         self.optimizer: optimizers.Optimizer | None = None
         self._plan = None
+        #: Set to True (by a callback) to end fit() after the current batch.
+        self.stop_training = False
         # Whether the layers' X, Z, A come from the last forward(): a
         # train_step through the plan leaves them stale.
         self._forward_current = False
@@ -321,7 +298,8 @@ class Sequential:
         return value, out
 
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            verbose: int = 1) -> History:
+            validation_data=None, validation_split: float = 0.0, callbacks=None,
+            verbose: int = 1, restarts: int = 1) -> History:
         """Train for ``epochs`` passes over (X, y) in mini-batches.
 
         Parameters
@@ -335,8 +313,19 @@ class Sequential:
             The last batch of an epoch holds the remainder; it is used.
         shuffle : bool, default True
             Visit the samples in a new random order each epoch (from ``seed``).
+        validation_data : (X_val, y_val), optional
+            Evaluated after every epoch: "val_loss" (and "val_accuracy").
+        validation_split : float, default 0.0
+            Hold out this fraction of the samples (the last ones, before
+            shuffling) as validation data instead.
+        callbacks : list of tinycore.callbacks.Callback, optional
         verbose : {0, 1, 2}, default 1
-            0 prints nothing; 1 and 2 print one line per epoch.
+            0 prints nothing; 1 shows a progress bar per epoch (with tqdm,
+            else a line); 2 prints one line per epoch.
+        restarts : int, default 1
+            Train this many times from different initial weights and keep
+            the run with the lowest final loss (val_loss if there is
+            validation data); the returned History says which one won.
 
         Returns
         -------
@@ -345,35 +334,10 @@ class Sequential:
             each batch before its update, averaged over the epoch.
         """
         self._require_compiled()
-        X, y = self._check_data(X, y)
-        epochs = check_positive_int(epochs, "epochs")
-        batch_size = check_positive_int(batch_size, "batch_size")
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        n_samples = X.shape[0]
-        history = History()
-        self._forward_current = False
-        for epoch in range(epochs):
-            started = time.perf_counter()
-            order = (self._rng.permutation(n_samples) if shuffle
-                     else np.arange(n_samples, dtype=np.int64))
-            loss_sum = 0.0
-            n_correct = 0
-            for start in range(0, n_samples, batch_size):
-                rows = order[start:start + batch_size]
-                value, correct = self._fit_batch(X, y, rows)
-                loss_sum += value * self.loss._denominator((len(rows), self.out_features))
-                n_correct += correct
-            metrics = {"loss": loss_sum / self.loss._denominator((n_samples, self.out_features))}
-            if self.loss.is_classification:
-                metrics["accuracy"] = n_correct / _n_predictions(self.loss, n_samples,
-                                                                 self.out_features)
-            history._record(epoch, metrics)
-            if verbose:
-                shown = " - ".join(f"{name} {value:.4f}" for name, value in metrics.items())
-                print(f"epoch {epoch + 1}/{epochs} - {shown} - "
-                      f"{time.perf_counter() - started:.2f}s", file=sys.stdout, flush=True)
-        return history
+        return training.fit(self, X, y, epochs=epochs, batch_size=batch_size,
+                            shuffle=shuffle, validation_data=validation_data,
+                            validation_split=validation_split, callbacks=callbacks,
+                            verbose=verbose, restarts=restarts)
 
     def _fit_batch(self, X, y, rows) -> tuple[float, int]:
         """One step on X[rows], y[rows]; return the loss and the correct count."""
@@ -428,6 +392,22 @@ class Sequential:
                                   / _n_predictions(self.loss, n_samples, self.out_features))
         return result
 
+    # -- saving -------------------------------------------------------------------
+
+    def save(self, path, *, include_optimizer: bool = False) -> None:
+        """Write the model to one ``.safetensors`` file (see :func:`tinycore.load`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        include_optimizer : bool, default False
+            Also store the optimizer's state and step count, to resume training
+            exactly.  The loss and the optimizer's hyper-parameters of a
+            compiled model are always stored.
+        """
+        from tinycore import serialization
+        serialization.save(self, path, include_optimizer=include_optimizer)
+
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n  {inner}\n], dtype={self.dtype.name!r}, seed={self.seed!r})"
@@ -440,9 +420,3 @@ def _count_correct(loss, out: np.ndarray, target: np.ndarray) -> int:
         classes = target if target.ndim == 1 else target.argmax(axis=1)
         return int(np.count_nonzero(out.argmax(axis=1) == classes))
     return int(np.count_nonzero((out >= 0.5) == (target >= 0.5)))
-
-
-def _n_predictions(loss, n_samples: int, n_outputs: int) -> int:
-    # Cross-entropy makes one prediction per row; binary cross-entropy one
-    # per output unit.
-    return n_samples if loss.name == "cross_entropy" else n_samples * n_outputs
