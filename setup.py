@@ -22,8 +22,11 @@ MODULES = ["_blas", "_activations", "_losses", "_dense", "_optim", "_plan"]
 # -fno-trapping-math changes no result: it only tells the compiler that no
 # one reads the floating-point exception flags, so that a loop with a select
 # (sigmoid's two branches, leaky ReLU) may compute both sides and vectorise.
+# -ffp-contract=off forbids fusing a * b + c into one FMA instruction where
+# the target has one: every build then rounds alike, so results do not
+# depend on the instruction set the extension was compiled for.
 COMPILE_FLAGS = {
-    "unix": ["-O3", "-fno-trapping-math"],
+    "unix": ["-O3", "-fno-trapping-math", "-ffp-contract=off"],
     "msvc": ["/O2"],
 }
 

@@ -189,7 +189,7 @@ class Sequential:
             raise RuntimeError("call forward before backward (train_step, predict "
                                "and evaluate do not keep a forward pass)")
         grad = check_same_shape(grad_out, last.A.shape, self.dtype, "grad_out",
-                                f"the output of {self!r}"[:60])
+                                f"backward from the last layer {last!r}")
         for layer in reversed(self.layers):
             grad = layer._backward(grad, need_dx=True)
         return grad
