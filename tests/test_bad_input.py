@@ -6,6 +6,7 @@ so the Python layer is the only guard.
 import os
 import re
 import subprocess
+import tempfile
 import sys
 import textwrap
 
@@ -567,8 +568,11 @@ def run_isolated(code):
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(tc.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # Run from a neutral folder: "python -c" puts the working directory first
+    # on sys.path, and the checkout's tinycore/ has no compiled modules.
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          cwd=tempfile.gettempdir())
 
 
 def test_backward_after_a_layer_forward_on_another_batch_does_not_crash():

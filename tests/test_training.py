@@ -265,3 +265,82 @@ def test_same_seed_same_weights_in_both_dtypes():
 def test_bad_initializers(init, error, match):
     with pytest.raises(error, match=match):
         tc.Dense(2, 3, init=init).build(seed=0)
+
+
+# -- track_gradients ------------------------------------------------------------------
+
+def _deep(act, seed=0):
+    layers = [tc.Dense(2, 6, activation=act)] + [tc.Dense(6, 6, activation=act)
+                                                 for _ in range(3)]
+    model = tc.Sequential(layers + [tc.Dense(6, 3, activation="softmax")],
+                          dtype="float64", seed=seed)
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.3))
+    return model
+
+
+def test_tracked_gradient_norms_are_those_of_backprop(spirals):
+    X, y = spirals
+    model, manual = _deep("sigmoid"), _deep("sigmoid")
+    # One batch per epoch: the epoch's mean is that one step's value.
+    history = model.fit(X, y, epochs=1, batch_size=len(X), shuffle=False, verbose=0,
+                        track_gradients=True)
+    out = manual.forward(X)
+    manual.backward(manual.loss.grad(out, y))
+    expected = [np.linalg.norm(layer.dW) for layer in manual.layers]
+    np.testing.assert_allclose(history.history["grad_norms"][0], expected, rtol=1e-10)
+    # Update ratio: lr ||dW|| / ||W|| with W after the step.
+    after = [np.linalg.norm(layer.W) for layer in model.layers]
+    np.testing.assert_allclose(history.history["update_ratios"][0],
+                               0.3 * np.array(expected) / after, rtol=1e-10)
+    # The sigmoid chain's first-layer gradient is far below its last's.
+    norms = history.history["grad_norms"][0]
+    assert norms[0] < norms[3] / 10
+
+
+def test_saturated_and_dead_fractions(spirals):
+    X, y = spirals
+    model = tc.Sequential([tc.Dense(2, 4, activation="tanh"),
+                           tc.Dense(4, 4, activation="relu"),
+                           tc.Dense(4, 3, activation="softmax")], dtype="float64", seed=0)
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=1e-12))
+    # tanh: units 0 and 1 saturated by a huge bias (outputs > 0.99), 2 and 3 not.
+    model.layers[0].W[...] = 0.0
+    model.layers[0].b[...] = [50.0, -50.0, 0.0, 0.1]
+    # ReLU: unit 3 dead (a bias no input can overcome), the others alive.
+    model.layers[1].W[...] = 0.1
+    model.layers[1].b[...] = [1.0, 1.0, 1.0, -1e3]
+    history = model.fit(X, y, epochs=1, batch_size=30, verbose=0, track_gradients=True)
+    saturated = history.history["saturated_fraction"][0]
+    dead = history.history["dead_fraction"][0]
+    assert saturated[0] == pytest.approx(0.5) and np.isnan(saturated[1:]).all()
+    assert dead[1] == pytest.approx(0.25) and np.isnan(dead[0]) and np.isnan(dead[2])
+
+
+def test_update_ratio_with_another_optimizer_is_measured(spirals):
+    X, y = spirals
+
+    class HalfSGD(tc.Optimizer):
+        lr = 0.15
+
+        def _update(self, params, grads):
+            params -= 0.15 * grads
+
+    model, reference = _deep("tanh"), _deep("tanh")
+    model.compile(loss="cross_entropy", optimizer=HalfSGD())
+    reference.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.15))
+    got = model.fit(X, y, epochs=2, batch_size=40, verbose=0, track_gradients=True)
+    want = reference.fit(X, y, epochs=2, batch_size=40, verbose=0, track_gradients=True)
+    np.testing.assert_allclose(got.history["update_ratios"], want.history["update_ratios"],
+                               rtol=1e-6)
+
+
+def test_track_gradients_needs_a_builtin_loss(spirals):
+    X, y = spirals
+
+    class MyMSE(tc.losses.MSE):
+        pass
+
+    model = tc.Sequential([tc.Dense(2, 3)], seed=0)
+    model.compile(loss=MyMSE())
+    with pytest.raises(ValueError, match="track_gradients needs one of tinycore's own"):
+        model.fit(X, np.eye(3)[y], epochs=1, verbose=0, track_gradients=True)

@@ -17,6 +17,8 @@ _cpu.select_blas_kernels()
 
 from tinycore import activations, callbacks, datasets, initializers, losses, optimizers  # noqa: E402
 from tinycore._config import set_num_threads, show_config  # noqa: E402
+from tinycore import diagnostics, plot  # noqa: E402  (plot imports matplotlib lazily)
+from tinycore.gradcheck import gradcheck  # noqa: E402
 from tinycore.layers import Dense  # noqa: E402
 from tinycore.model import Sequential  # noqa: E402
 from tinycore.training import History  # noqa: E402
@@ -29,4 +31,5 @@ __all__ = [
     "Dense", "Sequential", "History", "Optimizer", "SGD",
     "activations", "callbacks", "losses", "optimizers", "datasets", "initializers",
     "load", "show_config", "set_num_threads", "__version__",
+    "diagnostics", "plot", "gradcheck",
 ]

@@ -16,6 +16,7 @@ API (``_dense``, ``_activations``, ``_losses``, ``_optim``) do the work.
 """
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport NAN, sqrt
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 from cython cimport floating
@@ -23,7 +24,7 @@ from cython cimport floating
 import numpy as np
 
 from tinycore._activations cimport (
-    Activation, LINEAR, _activation_backward, _bias_activation,
+    Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _bias_activation,
 )
 from tinycore._blas cimport NoTrans, Trans, _gemm
 from tinycore._losses cimport (
@@ -245,6 +246,61 @@ cdef void _predict(const Problem *p, const floating *x, floating *params,
     memcpy(out, ws + p.batch * last.a_cols, p.batch * last.n_out * sizeof(floating))
 
 
+cdef double _sum_of_squares(const floating *x, Py_ssize_t n) noexcept nogil:
+    # Eight independent partial sums: without -ffast-math the compiler may
+    # not reorder one running sum, but it may vectorise eight of them.
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    cdef Py_ssize_t i, n8 = n - n % 8
+    for i in range(0, n8, 8):
+        s0 += <double>x[i] * x[i]
+        s1 += <double>x[i + 1] * x[i + 1]
+        s2 += <double>x[i + 2] * x[i + 2]
+        s3 += <double>x[i + 3] * x[i + 3]
+        s4 += <double>x[i + 4] * x[i + 4]
+        s5 += <double>x[i + 5] * x[i + 5]
+        s6 += <double>x[i + 6] * x[i + 6]
+        s7 += <double>x[i + 7] * x[i + 7]
+    for i in range(n8, n):
+        s0 += <double>x[i] * x[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+cdef void _layer_stats(const Problem *p, int l, const floating *params,
+                       const floating *grads, const floating *ws,
+                       double *out) noexcept nogil:
+    """For layer l: out = [||dW||, ||W||, share of saturated or dead units].
+
+    The unit statistic is, for sigmoid and tanh, the fraction of the batch's
+    outputs within 0.01 of the bounds (where the derivative is nearly 0),
+    for ReLU the fraction of units not active for any sample of the batch
+    (dead: they pass no gradient back), else NaN.
+    """
+    cdef Py_ssize_t i, j, count = 0
+    cdef const LayerSpec *layer = &p.layers[l]
+    cdef Py_ssize_t n_w = <Py_ssize_t>layer.n_in * layer.n_out
+    cdef const floating *a = ws + p.batch * layer.a_cols
+    cdef floating low, high
+    out[0] = sqrt(_sum_of_squares(grads + layer.w_offset, n_w))
+    out[1] = sqrt(_sum_of_squares(params + layer.w_offset, n_w))
+    if layer.activation == SIGMOID or layer.activation == TANH:
+        # Saturated: within 0.01 of the lower bound (0 or -1) or of 1.
+        low = <floating>(0.01 if layer.activation == SIGMOID else -0.99)
+        high = <floating>0.99
+        for i in range(p.batch * layer.n_out):
+            count += (a[i] < low) | (a[i] > high)
+        out[2] = count / <double>(p.batch * layer.n_out)
+    elif layer.activation == RELU:
+        for j in range(layer.n_out):
+            for i in range(p.batch):
+                if a[i * layer.n_out + j] > 0:
+                    break
+            else:
+                count += 1
+        out[2] = count / <double>layer.n_out
+    else:
+        out[2] = NAN
+
+
 cdef void _gather_rows(const char *source, const int64_t *rows, Py_ssize_t n_rows,
                        Py_ssize_t row_bytes, char *dest) noexcept nogil:
     cdef Py_ssize_t i
@@ -317,6 +373,7 @@ cdef class Plan:
     cdef bint busy
     cdef readonly double last_loss
     cdef readonly Py_ssize_t last_correct
+    cdef Py_ssize_t last_batch        # batch size of the last step (0: none yet)
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
                   int loss_kind):
@@ -357,6 +414,7 @@ cdef class Plan:
         self.n_out = self.layers[self.n_layers - 1].n_out
         self.workspaces = {}
         self.busy = False
+        self.last_batch = 0
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -479,6 +537,7 @@ cdef class Plan:
                                lr, update, count, &n_correct)
         self.last_loss = value
         self.last_correct = n_correct
+        self.last_batch = p.batch
 
     def train_rows(self, cnp.ndarray X, cnp.ndarray y, cnp.ndarray rows,
                    double lr, bint update, bint count=False):
@@ -553,3 +612,48 @@ cdef class Plan:
             return OK
         finally:
             self.busy = False
+
+    def accumulate_layer_stats(self, cnp.ndarray sums, cnp.ndarray counts, double lr):
+        """Add the last step's per-layer statistics to running sums.
+
+        ``sums`` and ``counts`` are C-contiguous float64 (n_layers, 3): for
+        ||dW||, the update ratio lr ||dW|| / ||W|| (only if ``lr`` >= 0, and
+        where ||W|| > 0) and the saturated/dead unit share (where defined).
+        One call per batch, so that tracking costs little.  Returns False
+        before the first step.
+        """
+        cdef Problem p
+        cdef cnp.ndarray ws = self.workspaces.get(self.last_batch)
+        cdef double stats[3]
+        cdef double *sum_ptr
+        cdef double *count_ptr
+        cdef int l
+        if ws is None:
+            return False
+        for array in (sums, counts):
+            if (cnp.PyArray_TYPE(array) != cnp.NPY_FLOAT64
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(array)
+                    or array.size != 3 * self.n_layers):
+                raise ValueError(f"sums and counts must be C-contiguous float64 arrays "
+                                 f"of {3 * self.n_layers} elements")
+        p = self._problem(self.last_batch, False)
+        sum_ptr = <double *>cnp.PyArray_DATA(sums)
+        count_ptr = <double *>cnp.PyArray_DATA(counts)
+        for l in range(self.n_layers):
+            if self.typenum == cnp.NPY_FLOAT32:
+                _layer_stats(&p, l, <const float *>cnp.PyArray_DATA(self.params),
+                             <const float *>cnp.PyArray_DATA(self.grads),
+                             <const float *>cnp.PyArray_DATA(ws), stats)
+            else:
+                _layer_stats(&p, l, <const double *>cnp.PyArray_DATA(self.params),
+                             <const double *>cnp.PyArray_DATA(self.grads),
+                             <const double *>cnp.PyArray_DATA(ws), stats)
+            sum_ptr[3 * l] += stats[0]
+            count_ptr[3 * l] += 1
+            if lr >= 0 and stats[1] > 0:
+                sum_ptr[3 * l + 1] += lr * stats[0] / stats[1]
+                count_ptr[3 * l + 1] += 1
+            if stats[2] == stats[2]:         # not NaN
+                sum_ptr[3 * l + 2] += stats[2]
+                count_ptr[3 * l + 2] += 1
+        return True

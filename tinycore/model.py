@@ -299,7 +299,7 @@ class Sequential:
 
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, validation_split: float = 0.0, callbacks=None,
-            verbose: int = 1, restarts: int = 1) -> History:
+            verbose: int = 1, restarts: int = 1, track_gradients: bool = False) -> History:
         """Train for ``epochs`` passes over (X, y) in mini-batches.
 
         Parameters
@@ -326,6 +326,10 @@ class Sequential:
             Train this many times from different initial weights and keep
             the run with the lowest final loss (val_loss if there is
             validation data); the returned History says which one won.
+        track_gradients : bool, default False
+            Record per-layer gradient norms, update/weight ratios and the
+            share of saturated or dead units for each epoch (see History):
+            the vanishing-gradient problem, measured.
 
         Returns
         -------
@@ -337,7 +341,8 @@ class Sequential:
         return training.fit(self, X, y, epochs=epochs, batch_size=batch_size,
                             shuffle=shuffle, validation_data=validation_data,
                             validation_split=validation_split, callbacks=callbacks,
-                            verbose=verbose, restarts=restarts)
+                            verbose=verbose, restarts=restarts,
+                            track_gradients=track_gradients)
 
     def _fit_batch(self, X, y, rows) -> tuple[float, int]:
         """One step on X[rows], y[rows]; return the loss and the correct count."""

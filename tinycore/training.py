@@ -35,6 +35,13 @@ class History:
     restart_scores : list[float]
         The final score of every restart (val_loss if there was validation
         data, else loss); the lowest won.
+
+    With ``fit(..., track_gradients=True)``, ``history`` also holds, per
+    epoch, one list with a value per layer (first layer first) for
+    "grad_norms" (mean ||dW||), "update_ratios" (mean ||delta W|| / ||W||),
+    "saturated_fraction" (sigmoid and tanh layers: outputs within 0.01 of
+    their bounds) and "dead_fraction" (ReLU layers: units inactive on a
+    whole batch); NaN where a statistic does not apply.
     """
 
     def __init__(self):
@@ -46,7 +53,9 @@ class History:
     def _record(self, epoch: int, metrics: dict) -> None:
         self.epoch.append(epoch)
         for name, value in metrics.items():
-            self.history.setdefault(name, []).append(float(value))
+            # Per-layer metrics (lists) are kept as lists, one per epoch.
+            value = list(value) if isinstance(value, list) else float(value)
+            self.history.setdefault(name, []).append(value)
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, metrics={sorted(self.history)})"
@@ -145,12 +154,83 @@ def _overrides(callback, hook: str) -> bool:
     return getattr(type(callback), hook) is not getattr(Callback, hook)
 
 
-def _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks) -> dict:
+class _GradientTracker:
+    """Per-layer gradient statistics, averaged over an epoch's batches.
+
+    After every step the compiled plan adds, per layer, ||dW||, the update
+    ratio ||delta W|| / ||W|| and the share of saturated (sigmoid, tanh) or
+    dead (ReLU) units to running sums, in one call.  For plain SGD the update
+    is lr ||dW||; for other optimizers it is measured from a copy of the
+    weights taken before the step, which costs more.
+    """
+
+    def __init__(self, model):
+        if model._plan is None:
+            raise ValueError("track_gradients needs one of tinycore's own losses "
+                             f"(the compiled plan); {model.loss!r} is a custom loss")
+        self.model = model
+        self.plain_sgd = type(model.optimizer).__name__ == "SGD" and all(
+            not getattr(model.optimizer, name, 0)
+            for name in ("momentum", "weight_decay", "clipnorm"))
+        self.weight_slices = [slice(offset, offset + layer.in_features * layer.out_features)
+                              for offset, layer in zip(_offsets(model), model.layers)]
+        self.before = None
+        self._reset()
+
+    def _reset(self):
+        self.sums = np.zeros((len(self.model.layers), 3))
+        self.counts = np.zeros((len(self.model.layers), 3))
+
+    def before_step(self):
+        if not self.plain_sgd:
+            self.before = self.model.param_buffer.copy()
+
+    def after_step(self):
+        lr = float(self.model.optimizer.lr) if self.plain_sgd else -1.0
+        if not self.model._plan.accumulate_layer_stats(self.sums, self.counts, lr):
+            return
+        if not self.plain_sgd:
+            delta = self.model.param_buffer - self.before
+            for index, rows in enumerate(self.weight_slices):
+                weight_norm = np.linalg.norm(self.model.param_buffer[rows])
+                if weight_norm > 0:
+                    self.sums[index, 1] += np.linalg.norm(delta[rows]) / weight_norm
+                    self.counts[index, 1] += 1
+
+    def epoch_metrics(self) -> dict:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = self.sums / self.counts           # NaN where never defined
+        activations = [layer.activation for layer in self.model.layers]
+        saturating = np.array([a in ("sigmoid", "tanh") for a in activations])
+        relu = np.array([a == "relu" for a in activations])
+        self._reset()
+        return {
+            "grad_norms": means[:, 0].tolist(),
+            "update_ratios": means[:, 1].tolist(),
+            "saturated_fraction": np.where(saturating, means[:, 2], np.nan).tolist(),
+            "dead_fraction": np.where(relu, means[:, 2], np.nan).tolist(),
+        }
+
+
+def _offsets(model) -> list[int]:
+    offsets, offset = [], 0
+    for layer in model.layers:
+        offsets.append(offset)
+        offset += layer.n_params
+    return offsets
+
+
+def _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
+                 tracker) -> dict:
     loss_fn = model.loss
     loss_sum, n_correct, n_samples = 0.0, 0, X.shape[0]
     for batch, start in enumerate(range(0, n_samples, batch_size)):
         rows = order[start:start + batch_size]
+        if tracker is not None:
+            tracker.before_step()
         value, correct = model._fit_batch(X, y, rows)
+        if tracker is not None:
+            tracker.after_step()
         loss_sum += value * loss_fn._denominator((len(rows), model.out_features))
         n_correct += correct
         progress.batch(value, len(rows))
@@ -172,8 +252,9 @@ def _n_predictions(loss, n_samples: int, n_outputs: int) -> int:
 
 
 def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
-         verbose) -> History:
+         verbose, track_gradients) -> History:
     history = History()
+    tracker = _GradientTracker(model) if track_gradients else None
     progress = _Progress(verbose, epochs, X.shape[0])
     batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     model.stop_training = False
@@ -187,12 +268,15 @@ def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
             progress.start_epoch(epoch)
             order = (model._rng.permutation(X.shape[0]) if shuffle
                      else np.arange(X.shape[0], dtype=np.int64))
-            metrics = _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks)
+            metrics = _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
+                                   tracker)
             if validation is not None:
                 scores = model.evaluate(*validation)
                 metrics.update({f"val_{name}": value for name, value in scores.items()})
-            history._record(epoch, metrics)
             progress.end_epoch(epoch, metrics)
+            if tracker is not None:
+                metrics.update(tracker.epoch_metrics())
+            history._record(epoch, metrics)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, dict(metrics))
             if model.stop_training:
@@ -211,7 +295,7 @@ def _final_score(history: History) -> float:
 
 
 def fit(model, X, y, *, epochs, batch_size, shuffle, validation_data,
-        validation_split, callbacks, verbose, restarts) -> History:
+        validation_split, callbacks, verbose, restarts, track_gradients) -> History:
     """Validate the arguments, then train (``restarts`` times); see Sequential.fit."""
     X, y = model._check_data(X, y)
     epochs = check_positive_int(epochs, "epochs")
@@ -225,7 +309,7 @@ def fit(model, X, y, *, epochs, batch_size, shuffle, validation_data,
     callbacks = _check_callbacks(callbacks)
     model._forward_current = False
     run = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-               callbacks=callbacks, verbose=verbose)
+               callbacks=callbacks, verbose=verbose, track_gradients=bool(track_gradients))
     if restarts == 1:
         return _run(model, X, y, validation, **run)
     return _fit_restarts(model, X, y, validation, restarts, run)
