@@ -344,3 +344,70 @@ def test_track_gradients_needs_a_builtin_loss(spirals):
     model.compile(loss=MyMSE())
     with pytest.raises(ValueError, match="track_gradients needs one of tinycore's own"):
         model.fit(X, np.eye(3)[y], epochs=1, verbose=0, track_gradients=True)
+
+
+# -- divergence ------------------------------------------------------------------------
+
+def _exploding(loss="mse"):
+    # Linear regression with a learning rate far above 2 / (largest curvature):
+    # every step overshoots more than the last, until float64 overflows.
+    model = tc.Sequential([tc.Dense(3, 4, activation="tanh"), tc.Dense(4, 1)],
+                          dtype="float64", seed=0)
+    model.compile(loss=loss, optimizer=tc.SGD(lr=50.0))
+    return model
+
+
+def _regression_data(rng):
+    X = rng.normal(size=(64, 3)) * 100
+    return X, X.sum(axis=1) * 1e3
+
+
+def test_fit_stops_on_divergence_with_the_last_good_weights(rng):
+    X, y = _regression_data(rng)
+    model = _exploding()
+    snapshots = []
+
+    class Snapshot(cb.Callback):
+        def on_batch_end(self, batch, logs=None):
+            snapshots.append(self.model.param_buffer.copy())
+
+    with pytest.raises(tc.TrainingDivergedError, match=r"in epoch \d+, batch \d+, at layer") as info:
+        model.fit(X, y, epochs=500, batch_size=16, callbacks=[Snapshot()], verbose=0)
+    error = info.value
+    assert error.epoch is not None and error.batch is not None and error.layer in (0, 1)
+    assert not np.isfinite(error.loss) or error.layer is not None
+    assert np.isfinite(model.param_buffer).all()
+    assert_array_equal(model.param_buffer, snapshots[-1])     # the last good step
+
+
+@pytest.mark.parametrize("custom", [False, True])
+def test_train_step_check_finite_leaves_the_weights(rng, custom):
+    X, y = _regression_data(rng)
+
+    class MyMSE(tc.losses.MSE):
+        pass
+
+    model = _exploding(MyMSE() if custom else "mse")
+    assert (model._plan is None) == custom
+    for _ in range(200):
+        before = model.param_buffer.copy()
+        try:
+            model.train_step(X, y, check_finite=True)
+        except tc.TrainingDivergedError as error:
+            assert error.epoch is None and error.layer in (0, 1)
+            assert_array_equal(model.param_buffer, before)
+            return
+    pytest.fail("the learning rate of 50 should have made training diverge")
+
+
+def test_nan_traced_to_the_first_layer_with_a_non_finite_output():
+    model = tc.Sequential([tc.Dense(2, 2, activation="relu"), tc.Dense(2, 2, activation="relu"),
+                           tc.Dense(2, 1)], dtype="float64", seed=0)
+    model.compile(loss="mse", optimizer=tc.SGD(lr=0.1))
+    model.layers[0].W[...] = 1.0            # layer 0 outputs [2, 2]
+    model.layers[1].W[...] = 1e308          # layer 1: 2e308 + 2e308 overflows to inf
+    before = model.param_buffer.copy()
+    with pytest.raises(tc.TrainingDivergedError) as info:
+        model.train_step([[1.0, 1.0]], [[0.0]], check_finite=True)
+    assert info.value.layer == 1
+    assert_array_equal(model.param_buffer, before)

@@ -21,14 +21,14 @@ from tinycore import diagnostics, plot  # noqa: E402  (plot imports matplotlib l
 from tinycore.gradcheck import gradcheck  # noqa: E402
 from tinycore.layers import Dense  # noqa: E402
 from tinycore.model import Sequential  # noqa: E402
-from tinycore.training import History  # noqa: E402
+from tinycore.training import History, TrainingDivergedError  # noqa: E402
 from tinycore.optimizers import SGD, Optimizer  # noqa: E402
 from tinycore.serialization import load  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dense", "Sequential", "History", "Optimizer", "SGD",
+    "Dense", "Sequential", "History", "TrainingDivergedError", "Optimizer", "SGD",
     "activations", "callbacks", "losses", "optimizers", "datasets", "initializers",
     "load", "show_config", "set_num_threads", "__version__",
     "diagnostics", "plot", "gradcheck",

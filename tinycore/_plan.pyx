@@ -52,6 +52,7 @@ cpdef enum Status:
     NOT_FINITE_TARGET = 3
     LABEL_OUT_OF_RANGE = 4
     BUSY = 5                 # another thread is inside this plan
+    DIVERGED = 6             # loss or a gradient not finite: no update made
 
 
 cdef struct LayerSpec:
@@ -75,6 +76,7 @@ cdef struct Problem:
     Py_ssize_t batch
     Py_ssize_t grad0_cols    # the two gradient scratch buffers, each
     Py_ssize_t grad1_cols    # batch x max width, in the workspace
+    Py_ssize_t n_params      # all layers' parameters
     bint has_labels
 
 
@@ -226,16 +228,48 @@ cdef Py_ssize_t _count_correct(const Problem *p, const floating *target,
     return count
 
 
+cdef int _first_non_finite_layer(const Problem *p, double value, const floating *grads,
+                                 const floating *ws) noexcept nogil:
+    """Where a step went wrong: -1 if the loss and every gradient are finite.
+
+    A non-finite loss is traced to the first layer whose output is not
+    finite (the last layer if all are); a non-finite gradient to the layer
+    nearest the output that has one, where backpropagation met it first.
+    """
+    cdef int l
+    cdef const LayerSpec *layer
+    if not (value - value == 0):
+        for l in range(p.n_layers):
+            layer = &p.layers[l]
+            if not _all_finite(ws + p.batch * layer.a_cols, p.batch * layer.n_out):
+                return l
+        return p.n_layers - 1
+    for l in range(p.n_layers - 1, -1, -1):
+        layer = &p.layers[l]
+        if not _all_finite(grads + layer.w_offset, layer.n_params):
+            return l
+    return -1
+
+
 cdef double _train(const Problem *p, const floating *x, const floating *target,
                    const int64_t *labels, floating *params, floating *grads,
-                   floating *ws, double lr, bint update, bint count,
-                   Py_ssize_t *n_correct) noexcept nogil:
+                   floating *ws, double lr, bint update, bint count, bint guard,
+                   Py_ssize_t *n_correct, int *bad_layer) noexcept nogil:
+    """One step; with ``guard``, no update unless the loss and every gradient
+    are finite (``bad_layer`` then names where they were not)."""
     cdef double value
     _forward(p, x, params, ws)
     if count:
         n_correct[0] = _count_correct(p, target, labels, ws)
     value = _output_gradient(p, target, labels, ws)
-    _backward_and_update(p, x, params, grads, ws, lr, update)
+    if not guard:
+        _backward_and_update(p, x, params, grads, ws, lr, update)
+        return value
+    # Guarded: all gradients first, then the check, then one update pass.
+    _backward_and_update(p, x, params, grads, ws, lr, False)
+    bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
+    if bad_layer[0] < 0 and update:
+        _sgd_update(lr, params, grads, p.n_params)
     return value
 
 
@@ -373,7 +407,9 @@ cdef class Plan:
     cdef bint busy
     cdef readonly double last_loss
     cdef readonly Py_ssize_t last_correct
+    cdef readonly int last_bad_layer   # after DIVERGED: the layer it was traced to
     cdef Py_ssize_t last_batch        # batch size of the last step (0: none yet)
+    cdef Py_ssize_t n_params
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
                   int loss_kind):
@@ -408,6 +444,7 @@ cdef class Plan:
         self.ws_cols = cols + 2 * max_width
         self.params = params
         self.grads = grads
+        self.n_params = offset
         self.typenum = cnp.PyArray_TYPE(params)
         self.loss_kind = loss_kind
         self.n_in = self.layers[0].n_in
@@ -448,6 +485,7 @@ cdef class Plan:
         p.batch = batch
         p.grad0_cols = self.grad0_cols
         p.grad1_cols = self.grad1_cols
+        p.n_params = self.n_params
         p.has_labels = has_labels
         return p
 
@@ -459,12 +497,14 @@ cdef class Plan:
         """Free the cached workspaces (they are re-made on the next call)."""
         self.workspaces.clear()
 
-    def train_step(self, X, y, double lr, bint update, bint count=False):
+    def train_step(self, X, y, double lr, bint update, bint count=False, bint guard=False):
         """One step on a batch already in the plan's exact form.
 
         Returns a :class:`Status`; the loss is then in ``last_loss`` (and the
         number of correct predictions in ``last_correct`` if ``count``).
         Arrays in another form give ``NEEDS_CONVERSION`` and are not touched.
+        With ``guard``, a non-finite loss or gradient gives ``DIVERGED`` and
+        leaves the parameters as they were.
         """
         cdef Py_ssize_t batch, n_target
         cdef bint has_labels
@@ -479,12 +519,13 @@ cdef class Plan:
         self.busy = True
         try:
             return self._checked_step(<cnp.ndarray>X, <cnp.ndarray>y, batch,
-                                      has_labels, lr, update, count)
+                                      has_labels, lr, update, count, guard)
         finally:
             self.busy = False
 
     cdef int _checked_step(self, cnp.ndarray X, cnp.ndarray y, Py_ssize_t batch,
-                           bint has_labels, double lr, bint update, bint count):
+                           bint has_labels, double lr, bint update, bint count,
+                           bint guard):
         cdef cnp.ndarray ws = self._workspace(batch)
         cdef Problem p = self._problem(batch, has_labels)
         cdef void *x = cnp.PyArray_DATA(X)
@@ -515,32 +556,34 @@ cdef class Plan:
             return NOT_FINITE_INPUT
         if not t_ok:
             return LABEL_OUT_OF_RANGE if has_labels else NOT_FINITE_TARGET
-        self._run(&p, x, t, ws, lr, update, count)
-        return OK
+        return self._run(&p, x, t, ws, lr, update, count, guard)
 
-    cdef void _run(self, const Problem *p, const void *x, const void *t,
-                   cnp.ndarray ws, double lr, bint update, bint count):
+    cdef int _run(self, const Problem *p, const void *x, const void *t,
+                  cnp.ndarray ws, double lr, bint update, bint count, bint guard):
         cdef void *params = cnp.PyArray_DATA(self.params)
         cdef void *grads = cnp.PyArray_DATA(self.grads)
         cdef void *work = cnp.PyArray_DATA(ws)
         cdef const int64_t *labels = <const int64_t *>t if p.has_labels else NULL
         cdef Py_ssize_t n_correct = 0
+        cdef int bad_layer = -1
         cdef double value
         with nogil:
             if self.typenum == cnp.NPY_FLOAT32:
                 value = _train(p, <const float *>x, <const float *>t, labels,
                                <float *>params, <float *>grads, <float *>work,
-                               lr, update, count, &n_correct)
+                               lr, update, count, guard, &n_correct, &bad_layer)
             else:
                 value = _train(p, <const double *>x, <const double *>t, labels,
                                <double *>params, <double *>grads, <double *>work,
-                               lr, update, count, &n_correct)
+                               lr, update, count, guard, &n_correct, &bad_layer)
         self.last_loss = value
         self.last_correct = n_correct
         self.last_batch = p.batch
+        self.last_bad_layer = bad_layer
+        return DIVERGED if bad_layer >= 0 else OK
 
     def train_rows(self, cnp.ndarray X, cnp.ndarray y, cnp.ndarray rows,
-                   double lr, bint update, bint count=False):
+                   double lr, bint update, bint count=False, bint guard=False):
         """One step on the rows ``rows`` (int64) of a validated data set (X, y).
 
         The rows are copied into the workspace first, so a shuffled epoch
@@ -574,8 +617,7 @@ cdef class Plan:
                              x_row_bytes, x_rows)
                 _gather_rows(<const char *>cnp.PyArray_DATA(y), row_ptr, batch,
                              t_row_bytes, t_rows)
-            self._run(&p, x_rows, t_rows, ws, lr, update, count)
-            return OK
+            return self._run(&p, x_rows, t_rows, ws, lr, update, count, guard)
         finally:
             self.busy = False
 

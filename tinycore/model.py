@@ -10,7 +10,7 @@ from tinycore._validation import check_dtype, check_input, check_positive_int, c
 from tinycore.activations import CODES
 from tinycore.layers import Dense
 
-from tinycore.training import History, _n_predictions
+from tinycore.training import History, TrainingDivergedError, _n_predictions
 
 __all__ = ["Sequential", "History"]
 
@@ -29,6 +29,7 @@ _PLAN_LOSSES = {
 # Plan status codes, as plain ints for cheap comparisons on the hot path.
 _OK = int(_plan.Status.OK)
 _BUSY = int(_plan.Status.BUSY)
+_DIVERGED = int(_plan.Status.DIVERGED)
 
 
 def _check_seed(seed):
@@ -256,28 +257,39 @@ class Sequential:
         y = self.loss.check_target(y, (X.shape[0], self.out_features), self.dtype)
         return X, y
 
-    def train_step(self, X, y) -> float:
+    def train_step(self, X, y, *, check_finite: bool = False) -> float:
         """One step of gradient descent on the batch (X, y).
 
         Forward pass, loss, backward pass, optimizer update.  Returns the loss
         of the batch before the update.
+
+        Parameters
+        ----------
+        X, y : array_like
+            A batch of samples and its targets.
+        check_finite : bool, default False
+            Check the loss and every gradient before updating: if one is NaN
+            or infinite, raise :class:`TrainingDivergedError` and leave the
+            weights unchanged (``fit`` always does this).
         """
         self._require_compiled()
         self._forward_current = False
         plan = self._plan
         if plan is None:
             X, y = self._check_data(X, y)
-            return self._train_batch(X, y)[0]
+            return self._train_batch(X, y, check_finite)[0]
         in_plan = type(self.optimizer) is optimizers.SGD   # the plan applies SGD itself
         lr = self.optimizer.lr if in_plan else 0.0
-        status = plan.train_step(X, y, lr, in_plan)
-        if status != _OK:
+        status = plan.train_step(X, y, lr, in_plan, False, check_finite)
+        if status != _OK and status != _DIVERGED:
             # Not in the exact form, or a check in the kernel failed: the full
             # validation converts, or raises the error that explains why.
             self._raise_if_busy(status)
             X, y = self._check_data(X, y)
-            status = plan.train_step(X, y, lr, in_plan)
+            status = plan.train_step(X, y, lr, in_plan, False, check_finite)
             self._raise_if_busy(status)
+        if status == _DIVERGED:
+            raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
         if not in_plan:
             self.optimizer.step(self)
         return plan.last_loss
@@ -290,12 +302,24 @@ class Sequential:
                 "predicts in one thread at a time"
             )
 
-    def _train_batch(self, X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    def _train_batch(self, X: np.ndarray, y: np.ndarray,
+                     check_finite: bool) -> tuple[float, np.ndarray]:
         """Per-layer path: forward, loss, backward, update (for custom losses)."""
         out = self._forward(X)
         value = self._backward_loss(out, y)
+        if check_finite:
+            self._check_finite_step(value)
         self.optimizer.step(self)
         return value, out
+
+    def _check_finite_step(self, value: float) -> None:
+        # The per-layer path's twin of the plan's guard (same tracing rule).
+        if not np.isfinite(value):
+            bad = [i for i, layer in enumerate(self.layers) if not np.isfinite(layer.A).all()]
+            raise TrainingDivergedError(bad[0] if bad else len(self.layers) - 1, value)
+        for index in range(len(self.layers) - 1, -1, -1):
+            if not all(np.isfinite(g).all() for g in self.layers[index].gradients()):
+                raise TrainingDivergedError(index, value)
 
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, validation_split: float = 0.0, callbacks=None,
@@ -350,12 +374,14 @@ class Sequential:
         plan = self._plan
         if plan is None:
             X_batch, y_batch = X[rows], y[rows]
-            value, out = self._train_batch(X_batch, y_batch)
+            value, out = self._train_batch(X_batch, y_batch, True)
             return value, (_count_correct(self.loss, out, y_batch) if classification else 0)
         in_plan = type(self.optimizer) is optimizers.SGD
         status = plan.train_rows(X, y, rows, self.optimizer.lr if in_plan else 0.0,
-                                 in_plan, classification)
+                                 in_plan, classification, True)
         self._raise_if_busy(status)
+        if status == _DIVERGED:
+            raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
         if not in_plan:
             self.optimizer.step(self)
         return plan.last_loss, plan.last_correct

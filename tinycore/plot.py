@@ -149,7 +149,10 @@ def history(history, path=None, *, title=None):
         runs = {str(name): _metrics(value) for name, value in history.items()}
     else:
         runs = {"": _metrics(history)}
-    keys = {key for metrics in runs.values() for key in metrics if key != "grad_norms"}
+    # Per-epoch scalars only: fit(track_gradients=True) also records per-layer
+    # lists ("grad_norms", ...), which gradient_flow draws.
+    keys = {key for metrics in runs.values() for key, values in metrics.items()
+            if np.ndim(values) == 1}
     if not keys:
         raise ValueError("the history holds no metrics (was fit run?)")
     accuracy = sorted(key for key in keys if "acc" in key)
@@ -169,6 +172,7 @@ def history(history, path=None, *, title=None):
                 ax.plot(np.arange(1, len(values) + 1), values, marker="." if len(values) < 30
                         else None, label=label)
         ax.set_xlabel("epoch")
+        _integer_ticks(ax)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -233,11 +237,17 @@ def gradient_flow(history_or_norms, path=None, *, title=None):
     if np.isfinite(shown).any():
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    _integer_ticks(ax)
     ax.set_ylabel("||dW||")
     ax.set_title(title or "gradient norm per layer")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2 if n_layers > 6 else 1)
     return _finish(fig, path)
+
+
+def _integer_ticks(ax):
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _layer_colors(n: int):

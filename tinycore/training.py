@@ -16,7 +16,37 @@ import numpy as np
 from tinycore._validation import check_positive_int, check_real
 from tinycore.callbacks import Callback
 
-__all__ = ["History", "fit"]
+__all__ = ["History", "TrainingDivergedError", "fit"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or a gradient became NaN or infinite; the weights were not updated.
+
+    The model keeps the weights of the last good step.  A learning rate that
+    is too large is the usual cause: each step overshoots the minimum by more
+    than the last, until the numbers overflow.
+
+    Attributes
+    ----------
+    epoch, batch : int or None
+        Where it happened in ``fit`` (counted from 0); None for ``train_step``.
+    layer : int
+        The layer it was traced to: for a non-finite loss, the first layer
+        whose output was not finite; for a non-finite gradient, the layer
+        nearest the output that had one.
+    loss : float
+        The loss of the failed step.
+    """
+
+    def __init__(self, layer: int, loss: float, epoch: int | None = None,
+                 batch: int | None = None):
+        self.layer, self.loss, self.epoch, self.batch = layer, loss, epoch, batch
+        where = "" if epoch is None else f"in epoch {epoch}, batch {batch}, "
+        super().__init__(
+            f"training diverged {where}at layer {layer} (loss {loss}): the loss or a "
+            "gradient is NaN or infinite; the weights were left as after the last "
+            "good step (try a smaller learning rate)"
+        )
 
 
 class History:
@@ -221,14 +251,17 @@ def _offsets(model) -> list[int]:
 
 
 def _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
-                 tracker) -> dict:
+                 tracker, epoch) -> dict:
     loss_fn = model.loss
     loss_sum, n_correct, n_samples = 0.0, 0, X.shape[0]
     for batch, start in enumerate(range(0, n_samples, batch_size)):
         rows = order[start:start + batch_size]
         if tracker is not None:
             tracker.before_step()
-        value, correct = model._fit_batch(X, y, rows)
+        try:
+            value, correct = model._fit_batch(X, y, rows)
+        except TrainingDivergedError as exc:
+            raise TrainingDivergedError(exc.layer, exc.loss, epoch, batch) from None
         if tracker is not None:
             tracker.after_step()
         loss_sum += value * loss_fn._denominator((len(rows), model.out_features))
@@ -269,7 +302,7 @@ def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
             order = (model._rng.permutation(X.shape[0]) if shuffle
                      else np.arange(X.shape[0], dtype=np.int64))
             metrics = _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
-                                   tracker)
+                                   tracker, epoch)
             if validation is not None:
                 scores = model.evaluate(*validation)
                 metrics.update({f"val_{name}": value for name, value in scores.items()})

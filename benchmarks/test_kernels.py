@@ -1,0 +1,225 @@
+"""Kernel micro-benchmarks: tinycore's public building blocks against the
+NumPy expression that does the same thing, float32.
+
+Groups (engines side by side):
+
+    dense-forward-b{batch}-{in}x{out}    Dense.forward  vs  matmul(out=) + bias + relu
+    dense-backward-b{batch}-{in}x{out}   Dense.backward vs  relu' + X^T dZ + colsum + dZ W^T
+    act-{name}-256x1024                  tc.activations.<name>       vs the NumPy formula
+    act-{name}_grad-256x1024             tc.activations.<name>_grad  vs the NumPy formula
+    sgd-{n_params}                       tc.SGD(lr).step(model)      vs  w -= lr * g per array
+    sgemm-1024                           np.matmul float32 (the peak) and scipy's sgemm
+
+tinycore's public functions validate their input and allocate their output
+on every call (that is their API); the NumPy side of the dense benchmarks
+writes into preallocated arrays, as numpy_mlp.py does, and the activation
+formulas allocate like tinycore does.  Inputs are made outside the timed call.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinycore as tc
+
+F32 = np.float32
+
+# -- dense layer ------------------------------------------------------------------
+
+DENSE_SIZES = [(128, 784, 256), (256, 1024, 2048)]   # (batch, in, out)
+_dense_ids = [f"b{b}-{i}x{o}" for b, i, o in DENSE_SIZES]
+
+
+def _dense_case(batch, n_in, n_out, seed):
+    rng = np.random.default_rng([seed, batch, n_in, n_out])
+    layer = tc.Dense(n_in, n_out, activation="relu").build(dtype="float32", seed=seed)
+    X = rng.standard_normal((batch, n_in), dtype=F32)
+    dA = rng.standard_normal((batch, n_out), dtype=F32)
+    return layer, X, dA
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "numpy"])
+@pytest.mark.parametrize("size", DENSE_SIZES, ids=_dense_ids)
+def test_dense_forward(benchmark, size, engine, seed):
+    batch, n_in, n_out = size
+    layer, X, _ = _dense_case(batch, n_in, n_out, seed)
+    benchmark.group = f"dense-forward-b{batch}-{n_in}x{n_out}"
+    benchmark.extra_info.update(engine=engine, flops=2 * batch * n_in * n_out)
+    if engine == "tinycore":
+        benchmark(layer.forward, X)
+        return
+    W, b = layer.W.copy(), layer.b.copy()
+    Z = np.empty((batch, n_out), F32)
+    A = np.empty_like(Z)
+
+    def forward():
+        np.matmul(X, W, out=Z)
+        np.add(Z, b, out=Z)
+        np.maximum(Z, 0.0, out=A)
+        return A
+    np.testing.assert_allclose(forward(), layer.forward(X), rtol=1e-4, atol=1e-4)
+    benchmark(forward)
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "numpy"])
+@pytest.mark.parametrize("size", DENSE_SIZES, ids=_dense_ids)
+def test_dense_backward(benchmark, size, engine, seed):
+    batch, n_in, n_out = size
+    layer, X, dA = _dense_case(batch, n_in, n_out, seed)
+    A_ref = layer.forward(X)          # keeps X, Z, A for backward
+    benchmark.group = f"dense-backward-b{batch}-{n_in}x{n_out}"
+    benchmark.extra_info.update(engine=engine, flops=4 * batch * n_in * n_out)
+    if engine == "tinycore":
+        benchmark(layer.backward, dA)
+        return
+    W = layer.W.copy()
+    A = A_ref.copy()
+    mask = np.empty(A.shape, bool)
+    dZ = np.empty_like(A)
+    dW = np.empty_like(W)
+    db = np.empty(n_out, F32)
+    dX = np.empty_like(X)
+
+    def backward():
+        np.greater(A, 0.0, out=mask)          # relu' from the output
+        np.multiply(dA, mask, out=dZ)
+        np.matmul(X.T, dZ, out=dW)
+        np.sum(dZ, axis=0, out=db)
+        np.matmul(dZ, W.T, out=dX)
+        return dX
+    np.testing.assert_allclose(backward(), layer.backward(dA), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dW, layer.dW, rtol=1e-4, atol=1e-3)
+    benchmark(backward)
+
+
+# -- activations ------------------------------------------------------------------
+
+ACT_SHAPE = (256, 1024)
+ALPHA = 0.01
+
+
+def _np_sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _np_sigmoid_grad(z):
+    s = _np_sigmoid(z)
+    return s * (1.0 - s)
+
+
+def _np_softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _np_softmax_grad(z, g):
+    p = _np_softmax(z)
+    return p * (g - (g * p).sum(axis=1, keepdims=True))
+
+
+# name -> (tinycore function, NumPy formula); every function takes (z, g).
+ACTIVATIONS = {
+    "sigmoid": (lambda z, g: tc.activations.sigmoid(z), lambda z, g: _np_sigmoid(z)),
+    "sigmoid_grad": (lambda z, g: tc.activations.sigmoid_grad(z),
+                     lambda z, g: _np_sigmoid_grad(z)),
+    "tanh": (lambda z, g: tc.activations.tanh(z), lambda z, g: np.tanh(z)),
+    "tanh_grad": (lambda z, g: tc.activations.tanh_grad(z),
+                  lambda z, g: 1.0 - np.tanh(z) ** 2),
+    "relu": (lambda z, g: tc.activations.relu(z), lambda z, g: np.maximum(z, 0.0)),
+    "relu_grad": (lambda z, g: tc.activations.relu_grad(z),
+                  lambda z, g: (z > 0).astype(F32)),
+    "leaky_relu": (lambda z, g: tc.activations.leaky_relu(z, ALPHA),
+                   lambda z, g: np.where(z > 0, z, ALPHA * z)),
+    "leaky_relu_grad": (lambda z, g: tc.activations.leaky_relu_grad(z, ALPHA),
+                        lambda z, g: np.where(z > 0, F32(1.0), F32(ALPHA))),
+    "linear": (lambda z, g: tc.activations.linear(z), lambda z, g: z.copy()),
+    "linear_grad": (lambda z, g: tc.activations.linear_grad(z),
+                    lambda z, g: np.ones_like(z)),
+    "step": (lambda z, g: tc.activations.step(z), lambda z, g: (z >= 0).astype(F32)),
+    "step_grad": (lambda z, g: tc.activations.step_grad(z),
+                  lambda z, g: np.zeros_like(z)),
+    "softmax": (lambda z, g: tc.activations.softmax(z), lambda z, g: _np_softmax(z)),
+    "softmax_grad": (lambda z, g: tc.activations.softmax_grad(z, g),
+                     lambda z, g: _np_softmax_grad(z, g)),
+}
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "numpy"])
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation(benchmark, name, engine, seed):
+    rng = np.random.default_rng([seed, 1])
+    z = rng.standard_normal(ACT_SHAPE, dtype=F32)
+    g = rng.standard_normal(ACT_SHAPE, dtype=F32)
+    ours, numpy_formula = ACTIVATIONS[name]
+    fn = ours if engine == "tinycore" else numpy_formula
+    result = fn(z, g)
+    assert result.dtype == F32 and result.shape == ACT_SHAPE, (name, engine)
+    np.testing.assert_allclose(result, numpy_formula(z, g), rtol=1e-5, atol=1e-6)
+    benchmark.group = f"act-{name}-{ACT_SHAPE[0]}x{ACT_SHAPE[1]}"
+    benchmark.extra_info.update(engine=engine)
+    benchmark(fn, z, g)
+
+
+# -- SGD update -------------------------------------------------------------------
+
+SGD_MODELS = {   # sizes of the T3 and T4 training configurations
+    "T3": (784, 256, 128, 10),
+    "T4": (1024, 2048, 2048, 10),
+}
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "numpy"])
+@pytest.mark.parametrize("sizes", list(SGD_MODELS.values()), ids=list(SGD_MODELS))
+def test_sgd_update(benchmark, sizes, engine, seed):
+    model = tc.Sequential([tc.Dense(i, o, activation="relu")
+                           for i, o in zip(sizes, sizes[1:])], seed=seed)
+    rng = np.random.default_rng([seed, 2])
+    model.grad_buffer[:] = rng.standard_normal(model.n_params, dtype=F32)
+    lr = 1e-4
+    benchmark.group = f"sgd-{model.n_params}"
+    benchmark.extra_info.update(engine=engine, n_params=model.n_params)
+    if engine == "tinycore":
+        optimizer = tc.SGD(lr=lr)
+        benchmark(optimizer.step, model)
+        return
+    pairs = [(w.copy(), g.copy()) for w, g in zip(model.parameters(), model.gradients())]
+
+    def step():
+        for w, g in pairs:
+            w -= lr * g
+    benchmark(step)
+
+
+# -- sgemm peak ---------------------------------------------------------------------
+
+GEMM_N = 1024
+
+
+@pytest.mark.parametrize("engine", ["numpy", "scipy"])
+def test_sgemm_peak(benchmark, engine, seed):
+    """C = A B for n x n float32: 2 n^3 flops.  NumPy's matmul is the peak the
+    report compares the training steps with; SciPy's sgemm is the BLAS that
+    tinycore's kernels call (a different OpenBLAS build), for reference."""
+    n = GEMM_N
+    rng = np.random.default_rng([seed, 3])
+    A = rng.standard_normal((n, n), dtype=F32)
+    B = rng.standard_normal((n, n), dtype=F32)
+    flops = 2 * n ** 3
+    benchmark.group = f"sgemm-{n}"
+    benchmark.extra_info.update(engine=engine, flops=flops, n=n)
+    if engine == "numpy":
+        C = np.empty((n, n), F32)
+        fn = lambda: np.matmul(A, B, out=C)
+    else:
+        from scipy.linalg.blas import sgemm
+        # Row-major C = A B is column-major C^T = B^T A^T: A.T and B.T are
+        # Fortran-ordered views, so sgemm copies nothing.
+        C = np.empty((n, n), F32, order="F")
+        fn = lambda: sgemm(1.0, B.T, A.T, beta=0.0, c=C, overwrite_c=True)
+    result = fn()
+    np.testing.assert_allclose(np.asarray(result).T if engine == "scipy" else result,
+                               A @ B, rtol=1e-3, atol=1e-2)
+    benchmark(fn)
+    if benchmark.stats is not None:        # None under --benchmark-disable
+        median = benchmark.stats.stats.median
+        benchmark.extra_info["gflops"] = flops / median / 1e9
