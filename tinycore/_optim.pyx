@@ -14,19 +14,12 @@ special case bit for bit.
 from libc.math cimport fabs, isfinite, pow, sqrt, sqrtf
 from cython cimport floating
 
-# C's sqrt() sets errno for a negative argument, so by default GCC guards
-# every packed sqrt with a branch to the library call, and a loop with a
-# branch does not vectorise: Adagrad, RMSProp and Adam ran one element at a
-# time.  Nothing in tinycore reads errno (and the arguments here are sums of
-# squares, never negative), so this file is compiled without errno-setting
-# math; results are unchanged, sqrt stays correctly rounded.  (The flag
-# -fno-math-errno in setup.py would do the same for the whole build.)
-cdef extern from *:
-    """
-    #if defined(__GNUC__) && !defined(__clang__)
-    #pragma GCC optimize ("no-math-errno")
-    #endif
-    """
+# Note on speed: C's sqrt() sets errno for a negative argument, so unless the
+# build passes -fno-math-errno GCC guards every sqrt with a branch to the
+# library call, and the Adagrad, RMSProp and Adam loops below do not
+# vectorise (the SGD loops and the norm do).  The arguments are sums of
+# squares, never negative, so that flag would change no result.  (A
+# "#pragma GCC optimize" here does not help: GCC 12 ignores it for errno.)
 
 
 cdef inline floating _sqrt(floating x) noexcept nogil:
