@@ -122,7 +122,7 @@ def test_steady_state_train_step_allocates_nothing(rng):
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
-        for _ in range(2000):
+        for _ in range(10_000):
             model.train_step(X, y)
         after = tracemalloc.take_snapshot()
     finally:
@@ -209,3 +209,23 @@ def test_train_step_after_backward_needs_a_new_forward(rng):
     model.train_step(X, y)
     with pytest.raises(RuntimeError, match="call forward before backward"):
         model.backward(np.ones((4, 4)))
+
+
+def test_fit_peak_memory_is_the_workspaces_and_little_more(rng):
+    # 8 MB of data: fit must neither copy it nor keep more than the plan's
+    # workspaces (one per batch size) plus small bookkeeping.
+    X = rng.normal(size=(5000, 400)).astype(np.float32)
+    y = rng.integers(0, 10, 5000)
+    model = tc.Sequential([tc.Dense(400, 128, activation="relu"),
+                           tc.Dense(128, 10, activation="softmax")], seed=0)
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.01))
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        model.fit(X, y, epochs=2, batch_size=64, verbose=0)
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    workspaces = model._plan.workspace_bytes()
+    assert workspaces > 0
+    assert peak <= workspaces + 1_000_000, (peak, workspaces)
