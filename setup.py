@@ -22,11 +22,13 @@ MODULES = ["_blas", "_activations", "_losses", "_dense", "_optim", "_plan"]
 # -fno-trapping-math changes no result: it only tells the compiler that no
 # one reads the floating-point exception flags, so that a loop with a select
 # (sigmoid's two branches, leaky ReLU) may compute both sides and vectorise.
+# -fno-math-errno changes no result either: sqrt() need not set errno, so
+# the optimizers' sqrt loops vectorise (Adam, RMSProp, Adagrad).
 # -ffp-contract=off forbids fusing a * b + c into one FMA instruction where
 # the target has one: every build then rounds alike, so results do not
 # depend on the instruction set the extension was compiled for.
 COMPILE_FLAGS = {
-    "unix": ["-O3", "-fno-trapping-math", "-ffp-contract=off"],
+    "unix": ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"],
     "msvc": ["/O2"],
 }
 

@@ -332,3 +332,64 @@ def dense_net_loss(name, out, target):
         value = -np.sum(t * np.log(a) + (1.0 - t) * np.log(1.0 - a)) / n
         return value, (a - t) / (a * (1.0 - a)) / n
     raise ValueError(f"unknown loss {name!r}")
+
+
+# --- optimizer update rules ---------------------------------------------------
+#
+# One step of each rule in closed form, in float64, on copies: each function
+# returns the new parameters and the new state and changes nothing it is given.
+# Written from the papers' formulas (bias-corrected moments for Adam), not in
+# the kernels' order of operations.
+
+def clip_by_global_norm(g, clipnorm):
+    """g scaled to L2 norm ``clipnorm`` if its norm is larger; else g."""
+    g = _f64(g)
+    if clipnorm is None:
+        return g
+    norm = np.sqrt(np.sum(g * g))
+    return g * (clipnorm / norm) if norm > clipnorm else g
+
+
+def sgd_rule(w, g, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """(w', buf') of torch.optim.SGD (dampening 0); buf None before the first step."""
+    w, g = _f64(w), _f64(g)
+    g = g + weight_decay * w
+    if momentum == 0.0:
+        return w - lr * g, buf
+    buf = g.copy() if buf is None else momentum * _f64(buf) + g
+    step = g + momentum * buf if nesterov else buf
+    return w - lr * step, buf
+
+
+def adagrad_rule(w, g, sum_sq, lr, eps):
+    """(w', sum_sq'): sum_sq' = sum_sq + g^2, w' = w - lr g / (sqrt(sum_sq') + eps)."""
+    w, g = _f64(w), _f64(g)
+    sum_sq = _f64(sum_sq) + g ** 2
+    return w - lr * g / (np.sqrt(sum_sq) + eps), sum_sq
+
+
+def rmsprop_rule(w, g, sq_avg, buf, lr, rho, eps, momentum=0.0):
+    """(w', sq_avg', buf') of torch.optim.RMSprop (alpha = rho, not centred)."""
+    w, g = _f64(w), _f64(g)
+    sq_avg = rho * _f64(sq_avg) + (1.0 - rho) * g ** 2
+    direction = g / (np.sqrt(sq_avg) + eps)
+    if momentum == 0.0:
+        return w - lr * direction, sq_avg, buf
+    buf = momentum * _f64(buf) + direction
+    return w - lr * buf, sq_avg, buf
+
+
+def adam_rule(w, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0, decoupled=False):
+    """(w', m', v') of Adam step t >= 1 (Kingma & Ba, Algorithm 1, with eps added
+    to sqrt(v_hat) as PyTorch does).  ``decoupled``: AdamW's decay
+    w *= 1 - lr wd before the step, instead of wd w added to the gradient."""
+    w, g = _f64(w), _f64(g)
+    if decoupled:
+        w = w * (1.0 - lr * weight_decay)
+    else:
+        g = g + weight_decay * w
+    m = beta1 * _f64(m) + (1.0 - beta1) * g
+    v = beta2 * _f64(v) + (1.0 - beta2) * g ** 2
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v

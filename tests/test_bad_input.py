@@ -297,8 +297,8 @@ def test_unknown_loss_lists_the_valid_ones(classifier, name):
 
 
 def test_unknown_optimizer_lists_the_valid_ones(classifier):
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'; expected one of 'sgd'"):
-        classifier.compile(loss="cross_entropy", optimizer="adam")
+    with pytest.raises(ValueError, match="unknown optimizer 'adamm'; expected one of 'sgd'"):
+        classifier.compile(loss="cross_entropy", optimizer="adamm")
 
 
 # --- Python types ----------------------------------------------------------------------

@@ -22,13 +22,15 @@ from tinycore.gradcheck import gradcheck  # noqa: E402
 from tinycore.layers import Dense  # noqa: E402
 from tinycore.model import Sequential  # noqa: E402
 from tinycore.training import History, TrainingDivergedError  # noqa: E402
-from tinycore.optimizers import SGD, Optimizer  # noqa: E402
+from tinycore.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp  # noqa: E402
+from tinycore import schedules  # noqa: E402
 from tinycore.serialization import load  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dense", "Sequential", "History", "TrainingDivergedError", "Optimizer", "SGD",
+    "Dense", "Sequential", "History", "TrainingDivergedError",
+    "Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "AdamW", "schedules",
     "activations", "callbacks", "losses", "optimizers", "datasets", "initializers",
     "load", "show_config", "set_num_threads", "__version__",
     "diagnostics", "plot", "gradcheck",

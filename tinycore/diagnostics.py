@@ -158,7 +158,10 @@ class GradientReport:
             lines.append("  ".join(text.ljust(width)
                                    for text, width in zip(line, widths)).rstrip())
         flagged = [row for row in self.rows if row.flagged]
-        if not flagged:
+        if self.rows[-1].grad_norm == 0:
+            lines.append("the last layer received no gradient (zero loss, a step output, "
+                         "or saturated outputs): the ratios are undefined")
+        elif not flagged:
             lines.append(f"no layer receives {self.threshold:g}x less gradient than "
                          "the last one")
         for row in flagged:

@@ -95,6 +95,7 @@ class Sequential:
         self._plan = None
         #: Set to True (by a callback) to end fit() after the current batch.
         self.stop_training = False
+        self._last_plan_lr = None     # lr of fit's last fused SGD step
         # Whether the layers' X, Z, A come from the last forward(): a
         # train_step through the plan leaves them stale.
         self._forward_current = False
@@ -234,8 +235,12 @@ class Sequential:
                 f"{loss.name} takes probabilities: the last layer must use "
                 f"activation={required!r}, not {self.layers[-1].activation!r}"
             )
+        optimizer = optimizers.get(optimizer)
+        # An optimizer whose state belongs to another model fails here, not
+        # at the first step.
+        optimizer._bind(self._params, self._grads)
         self.loss = loss
-        self.optimizer = optimizers.get(optimizer)
+        self.optimizer = optimizer
         self._plan = self._make_plan()
 
     def _make_plan(self):
@@ -278,21 +283,37 @@ class Sequential:
         if plan is None:
             X, y = self._check_data(X, y)
             return self._train_batch(X, y, check_finite)[0]
-        in_plan = type(self.optimizer) is optimizers.SGD   # the plan applies SGD itself
-        lr = self.optimizer.lr if in_plan else 0.0
-        status = plan.train_step(X, y, lr, in_plan, False, check_finite)
+        lr = self._plan_lr()
+        in_plan = lr is not None
+        status = plan.train_step(X, y, lr if in_plan else 0.0, in_plan, False, check_finite)
         if status != _OK and status != _DIVERGED:
             # Not in the exact form, or a check in the kernel failed: the full
             # validation converts, or raises the error that explains why.
             self._raise_if_busy(status)
             X, y = self._check_data(X, y)
-            status = plan.train_step(X, y, lr, in_plan, False, check_finite)
+            status = plan.train_step(X, y, lr if in_plan else 0.0, in_plan, False,
+                                     check_finite)
             self._raise_if_busy(status)
         if status == _DIVERGED:
             raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
-        if not in_plan:
-            self.optimizer.step(self)
+        self._finish_step(in_plan)
         return plan.last_loss
+
+    def _plan_lr(self):
+        """The learning rate if the plan applies the optimizer's step itself,
+        fused into the backward pass (plain SGD: w -= lr * g), else None."""
+        kind = type(self.optimizer)
+        if kind._update is not optimizers.SGD._update or kind.step is not optimizers.SGD.step:
+            return None          # another rule, or a subclass with its own step
+        return self.optimizer._plan_sgd_lr()
+
+    def _finish_step(self, in_plan: bool) -> None:
+        # After the plan's forward and backward: count the fused SGD step,
+        # or let the optimizer update from the gradients the plan left.
+        if in_plan:
+            self.optimizer.iterations += 1
+        else:
+            self.optimizer.step(self)
 
     @staticmethod
     def _raise_if_busy(status) -> None:
@@ -376,14 +397,14 @@ class Sequential:
             X_batch, y_batch = X[rows], y[rows]
             value, out = self._train_batch(X_batch, y_batch, True)
             return value, (_count_correct(self.loss, out, y_batch) if classification else 0)
-        in_plan = type(self.optimizer) is optimizers.SGD
-        status = plan.train_rows(X, y, rows, self.optimizer.lr if in_plan else 0.0,
-                                 in_plan, classification, True)
+        lr = self._last_plan_lr = self._plan_lr()
+        in_plan = lr is not None
+        status = plan.train_rows(X, y, rows, lr if in_plan else 0.0, in_plan,
+                                 classification, True)
         self._raise_if_busy(status)
         if status == _DIVERGED:
             raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
-        if not in_plan:
-            self.optimizer.step(self)
+        self._finish_step(in_plan)
         return plan.last_loss, plan.last_correct
 
     # -- inference ------------------------------------------------------------

@@ -106,7 +106,9 @@ def activations(names=None, path=None, *, z_range=(-6.0, 6.0), alpha: float = 0.
         if name in ("sigmoid", "softmax"):
             # The teaching moment: never above 0.25, the source of vanishing gradients.
             row[1].axhline(0.25, color="gray", linestyle=":", linewidth=1)
-            row[1].annotate("max 0.25", (z[0], 0.25), fontsize=8, va="bottom")
+            row[1].set_ylim(top=0.3)
+            row[1].annotate("max 0.25", (0.45 * z[-1], 0.255), fontsize=8, va="bottom",
+                            color="gray")
         if name == "step":
             row[1].set_title("derivative of step: 0 (undefined at 0)", fontsize=10)
         for ax in row:

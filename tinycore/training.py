@@ -199,9 +199,8 @@ class _GradientTracker:
             raise ValueError("track_gradients needs one of tinycore's own losses "
                              f"(the compiled plan); {model.loss!r} is a custom loss")
         self.model = model
-        self.plain_sgd = type(model.optimizer).__name__ == "SGD" and all(
-            not getattr(model.optimizer, name, 0)
-            for name in ("momentum", "weight_decay", "clipnorm"))
+        # Plain SGD: the update is lr * dW, no copy of the weights needed.
+        self.plain_sgd = model._plan_lr() is not None
         self.weight_slices = [slice(offset, offset + layer.in_features * layer.out_features)
                               for offset, layer in zip(_offsets(model), model.layers)]
         self.before = None
@@ -216,7 +215,7 @@ class _GradientTracker:
             self.before = self.model.param_buffer.copy()
 
     def after_step(self):
-        lr = float(self.model.optimizer.lr) if self.plain_sgd else -1.0
+        lr = self.model._last_plan_lr if self.plain_sgd else -1.0
         if not self.model._plan.accumulate_layer_stats(self.sums, self.counts, lr):
             return
         if not self.plain_sgd:

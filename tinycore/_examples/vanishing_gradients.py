@@ -50,7 +50,8 @@ def build(activation: str, width: int, seed: int, depth: int = DEPTH):
     sizes = [2] + [width] * (depth - 1) + [1]
     extra = {"init": init} if _has_init() else {}
     layers = [tc.Dense(sizes[i], sizes[i + 1], activation, **extra) for i in range(depth - 1)]
-    layers.append(tc.Dense(sizes[-2], 1, "sigmoid", **({"init": "glorot_uniform"} if extra else {})))
+    output_init = {"init": "glorot_uniform"} if extra else {}
+    layers.append(tc.Dense(sizes[-2], 1, "sigmoid", **output_init))
     model = tc.Sequential(layers, dtype="float64", seed=seed)
     if not extra and init == "he_uniform":
         # No init= on Dense yet: turn Glorot-uniform into He-uniform by hand.
