@@ -160,3 +160,80 @@ def test_nan_weights_are_refused(tmp_path):
 def test_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         tc.load(tmp_path / "absent.safetensors")
+
+
+@pytest.mark.parametrize("make", [lambda: tc.SGD(lr=0.05, momentum=0.9),
+                                  lambda: tc.Adam(lr=0.01),
+                                  lambda: tc.SGD(lr=tc.schedules.StepDecay(0.1, 3, 0.5))],
+                         ids=["sgd-momentum", "adam", "sgd-schedule"])
+def test_resume_continues_exactly(tmp_path, data, make):
+    X, y = data
+
+    def fresh():
+        model = _model("float64")
+        model.compile(loss="cross_entropy", optimizer=make())
+        return model
+
+    uninterrupted = fresh()
+    full = uninterrupted.fit(X, y, epochs=4, batch_size=8, verbose=0)
+    first = fresh()
+    half = first.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    first.save(tmp_path / "checkpoint.safetensors", include_optimizer=True)
+    resumed = tc.load(tmp_path / "checkpoint.safetensors")
+    assert resumed.optimizer.iterations == first.optimizer.iterations
+    rest = resumed.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    assert half.history["loss"] + rest.history["loss"] == full.history["loss"]
+    assert_array_equal(resumed.param_buffer, uninterrupted.param_buffer)
+
+
+def test_without_optimizer_state_the_hyper_parameters_still_come_back(tmp_path, data):
+    X, y = data
+    model = _model()
+    model.compile(loss="cross_entropy", optimizer=tc.Adam(lr=0.02, beta1=0.8))
+    model.fit(X, y, epochs=1, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = tc.load(tmp_path / "m.safetensors")
+    assert isinstance(loaded.optimizer, tc.Adam)
+    assert loaded.optimizer.lr == 0.02 and loaded.optimizer.beta1 == 0.8
+    assert loaded.optimizer.iterations == 0
+
+
+def test_model_checkpoint_writes_loadable_files(tmp_path, data):
+    X, y = data
+    model = _model()
+    path = tmp_path / "epoch-{epoch}.safetensors"
+    model.fit(X, y, epochs=3, batch_size=8, verbose=0,
+              callbacks=[tc.callbacks.ModelCheckpoint(path, monitor="loss")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "epoch-1.safetensors", "epoch-2.safetensors", "epoch-3.safetensors"]
+    assert_array_equal(tc.load(tmp_path / "epoch-3.safetensors").predict(X), model.predict(X))
+
+
+def test_model_checkpoint_save_best_only(tmp_path, data):
+    X, y = data
+    model = _model()
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=30.0))   # erratic losses
+    saved = []
+
+    class Record(tc.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            saved.append((logs["loss"], (tmp_path / "best.safetensors").stat().st_mtime_ns
+                          if (tmp_path / "best.safetensors").exists() else None))
+
+    checkpoint = tc.callbacks.ModelCheckpoint(tmp_path / "best.safetensors", monitor="loss",
+                                              save_best_only=True)
+    history = model.fit(X, y, epochs=6, batch_size=40, verbose=0,
+                        callbacks=[checkpoint, Record()])
+    losses = history.history["loss"]
+    best = int(np.argmin(losses))
+    # The file holds the best epoch's model: its loss on the data equals the best
+    # epoch's end-of-epoch weights, which we can only check through evaluate.
+    loaded = tc.load(tmp_path / "best.safetensors")
+    assert loaded is not None and len(saved) == 6
+    # Written only on improvements: its time changes exactly when the loss improved.
+    running_best, changes = np.inf, 0
+    for loss, _ in saved:
+        if loss < running_best:
+            running_best, changes = loss, changes + 1
+    times = {mtime for _, mtime in saved if mtime is not None}
+    assert len(times) == changes and best < 6
