@@ -184,11 +184,14 @@ SHORT = {
     "backprop_by_hand": ([], "they agree"),
     "vanishing_gradients": (["--epochs", "1", "--samples", "32"], "0.25^9"),
     "activation_functions": (["--epochs", "1", "--samples", "32"], "step"),
+    "digits": (["--epochs", "1", "--timing-steps", "2"], "test accuracy"),
 }
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_demo_runs_each_example(name, capsys):
+    if name == "digits":
+        pytest.importorskip("sklearn")
     argv, marker = SHORT[name]
     code, out, _ = run(["demo", name.replace("_", "-"), *argv], capsys)
     assert code == 0 and marker in out

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tinycore._examples import (
-    EXAMPLES, activation_functions, backprop_by_hand, gradient_descent, vanishing_gradients,
+    EXAMPLES, activation_functions, backprop_by_hand, digits, gradient_descent,
+    vanishing_gradients,
 )
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[1]
@@ -221,11 +222,47 @@ SHORT = {
     "backprop_by_hand": [],
     "vanishing_gradients": ["--epochs", "1", "--samples", "32"],
     "activation_functions": ["--epochs", "1", "--samples", "32"],
+    "digits": ["--epochs", "1", "--timing-steps", "2"],
 }
+
+
+# -- digits ---------------------------------------------------------------------------
+
+def test_digits_reaches_95_percent_and_times_numpy(capsys):
+    pytest.importorskip("sklearn")
+    code, out, _ = run(digits, ["--timing-steps", "5"], capsys)
+    assert code == 0
+    assert "1438 training and 359 test images" in out
+    accuracy = float(re.search(rf"test accuracy ({NUMBER})", out).group(1))
+    assert accuracy >= 0.95
+    tinycore_us, numpy_us, ratio = map(float, re.search(
+        rf"tinycore ({NUMBER}) us, NumPy ({NUMBER}) us \(({NUMBER})x\)", out).groups())
+    assert ratio == pytest.approx(numpy_us / tinycore_us, rel=0.06)
+
+
+def test_digits_split_is_stratified():
+    pytest.importorskip("sklearn")
+    X_train, y_train, X_test, y_test = digits.load_digits(seed=0)
+    assert X_train.dtype == np.float32 and 0 <= X_train.min() and X_train.max() <= 1
+    assert len(X_train) + len(X_test) == 1797
+    # About a fifth of every digit is held out.
+    for digit in range(10):
+        held_out, total = np.sum(y_test == digit), np.sum(y_test == digit) + np.sum(y_train == digit)
+        assert held_out / total == pytest.approx(0.2, abs=0.01)
+
+
+def test_digits_without_scikit_learn_names_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    code, _, err = run(digits, [], capsys)
+    assert_one_line_error(code, err)
+    assert 'pip install "tinycore[examples]"' in err
 
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_scripts_are_thin_wrappers(name, monkeypatch, capsys):
+    if name == "digits":
+        pytest.importorskip("sklearn")
     script = CHECKOUT / "examples" / f"{name}.py"
     if not script.exists():
         pytest.skip("examples/ is not shipped beside this test run")
