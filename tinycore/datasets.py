@@ -9,7 +9,7 @@ __all__ = ["make_spirals", "make_moons", "make_line"]
 
 
 def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2,
-                 seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+                 seed: int | None = 0, *, shuffle: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Interleaved 2-D spirals, one arm per class: not linearly separable.
 
     Parameters
@@ -21,6 +21,10 @@ def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2,
     noise : float, default 0.2
         Standard deviation of the Gaussian noise added to the angle.
     seed : int or None, default 0
+    shuffle : bool, default True
+        Mix the classes (as scikit-learn's generators do); otherwise the
+        samples come class by class, and any split by position, such as
+        ``fit(validation_split=...)``, would hold out whole classes.
 
     Returns
     -------
@@ -30,7 +34,7 @@ def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2,
     Examples
     --------
     >>> import tinycore as tc
-    >>> X, y = tc.datasets.make_spirals(6, n_classes=2)
+    >>> X, y = tc.datasets.make_spirals(6, n_classes=2, shuffle=False)
     >>> X.shape, y.tolist()
     ((6, 2), [0, 0, 0, 1, 1, 1])
     """
@@ -44,12 +48,13 @@ def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2,
     angle = (y * 2 * np.pi / n_classes + radius * 4.0
              + rng.normal(0.0, noise, n_samples))
     X = np.column_stack([radius * np.sin(angle), radius * np.cos(angle)])
-    return X, y.astype(np.int64)
+    return _maybe_shuffle(X, y.astype(np.int64), rng, shuffle)
 
 
 def make_moons(n_samples: int = 200, noise: float = 0.1,
-               seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaving half circles in 2-D, labels 0 and 1.
+               seed: int | None = 0, *, shuffle: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaving half circles in 2-D, labels 0 and 1 (mixed unless
+    ``shuffle=False``).
 
     Returns
     -------
@@ -68,7 +73,7 @@ def make_moons(n_samples: int = 200, noise: float = 0.1,
     ])
     X += rng.normal(0.0, noise, X.shape)
     y = np.repeat(np.arange(2), [n_upper, n_lower])
-    return X, y.astype(np.int64)
+    return _maybe_shuffle(X, y.astype(np.int64), rng, shuffle)
 
 
 def make_line(n_samples: int = 10, slope: float = 2.0,
@@ -87,6 +92,15 @@ def make_line(n_samples: int = 10, slope: float = 2.0,
     slope = check_real(slope, "slope")
     x = np.random.default_rng(seed).uniform(-1.0, 1.0, (n_samples, 1))
     return x, slope * x
+
+
+def _maybe_shuffle(X, y, rng, shuffle):
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"shuffle must be True or False, got {type(shuffle).__name__}")
+    if not shuffle:
+        return X, y
+    order = rng.permutation(len(y))
+    return X[order], y[order]
 
 
 def _split(total: int, parts: int) -> list[int]:
