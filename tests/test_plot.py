@@ -48,10 +48,12 @@ def test_missing_matplotlib_names_the_extra(call, monkeypatch):
         call()
 
 
-def test_importing_tinycore_does_not_import_matplotlib():
+def test_importing_tinycore_does_not_import_matplotlib(tmp_path):
+    # From a neutral folder: "python -c" puts the working directory first on
+    # sys.path, and the checkout's tinycore/ has no compiled modules.
     code = "import sys, tinycore; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+                            check=True, cwd=tmp_path)
     assert result.stdout.strip() == "False"
 
 
