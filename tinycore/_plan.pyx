@@ -282,21 +282,23 @@ cdef void _predict(const Problem *p, const floating *x, floating *params,
 
 cdef double _sum_of_squares(const floating *x, Py_ssize_t n) noexcept nogil:
     # Eight independent partial sums: without -ffast-math the compiler may
-    # not reorder one running sum, but it may vectorise eight of them.
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
+    # not reorder one running sum, but it may vectorise eight of them.  They
+    # are kept in the array's precision (a diagnostic needs no more, and
+    # float32 sums run at twice the width of double ones).
+    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
     cdef Py_ssize_t i, n8 = n - n % 8
     for i in range(0, n8, 8):
-        s0 += <double>x[i] * x[i]
-        s1 += <double>x[i + 1] * x[i + 1]
-        s2 += <double>x[i + 2] * x[i + 2]
-        s3 += <double>x[i + 3] * x[i + 3]
-        s4 += <double>x[i + 4] * x[i + 4]
-        s5 += <double>x[i + 5] * x[i + 5]
-        s6 += <double>x[i + 6] * x[i + 6]
-        s7 += <double>x[i + 7] * x[i + 7]
+        s0 += x[i] * x[i]
+        s1 += x[i + 1] * x[i + 1]
+        s2 += x[i + 2] * x[i + 2]
+        s3 += x[i + 3] * x[i + 3]
+        s4 += x[i + 4] * x[i + 4]
+        s5 += x[i + 5] * x[i + 5]
+        s6 += x[i + 6] * x[i + 6]
+        s7 += x[i + 7] * x[i + 7]
     for i in range(n8, n):
-        s0 += <double>x[i] * x[i]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        s0 += x[i] * x[i]
+    return ((<double>s0 + s1) + (<double>s2 + s3)) + ((<double>s4 + s5) + (<double>s6 + s7))
 
 
 cdef void _layer_stats(const Problem *p, int l, const floating *params,
@@ -410,6 +412,12 @@ cdef class Plan:
     cdef readonly int last_bad_layer   # after DIVERGED: the layer it was traced to
     cdef Py_ssize_t last_batch        # batch size of the last step (0: none yet)
     cdef Py_ssize_t n_params
+    # Gradient tracking (fit(track_gradients=True)): per-layer running sums
+    # and counts of ||dW||, the update ratio and the unit statistic, added
+    # after every successful step while ``tracking`` is on.
+    cdef bint tracking
+    cdef cnp.ndarray track_sums
+    cdef cnp.ndarray track_counts
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
                   int loss_kind):
@@ -452,6 +460,9 @@ cdef class Plan:
         self.workspaces = {}
         self.busy = False
         self.last_batch = 0
+        self.tracking = False
+        self.track_sums = np.zeros((self.n_layers, 3))
+        self.track_counts = np.zeros((self.n_layers, 3))
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -580,7 +591,11 @@ cdef class Plan:
         self.last_correct = n_correct
         self.last_batch = p.batch
         self.last_bad_layer = bad_layer
-        return DIVERGED if bad_layer >= 0 else OK
+        if bad_layer >= 0:
+            return DIVERGED
+        if self.tracking:
+            self._accumulate_stats(p, work, lr if update else -1.0)
+        return OK
 
     def train_rows(self, cnp.ndarray X, cnp.ndarray y, cnp.ndarray rows,
                    double lr, bint update, bint count=False, bint guard=False):
@@ -655,47 +670,41 @@ cdef class Plan:
         finally:
             self.busy = False
 
-    def accumulate_layer_stats(self, cnp.ndarray sums, cnp.ndarray counts, double lr):
-        """Add the last step's per-layer statistics to running sums.
+    def set_tracking(self, bint enabled):
+        """Start (with zeroed sums) or stop adding per-layer statistics after
+        every step: ||dW||, the update ratio lr ||dW|| / ||W|| when the plan
+        applies plain SGD itself, and the saturated or dead unit share."""
+        self.tracking = enabled
+        self.track_sums[...] = 0
+        self.track_counts[...] = 0
 
-        ``sums`` and ``counts`` are C-contiguous float64 (n_layers, 3): for
-        ||dW||, the update ratio lr ||dW|| / ||W|| (only if ``lr`` >= 0, and
-        where ||W|| > 0) and the saturated/dead unit share (where defined).
-        One call per batch, so that tracking costs little.  Returns False
-        before the first step.
-        """
-        cdef Problem p
-        cdef cnp.ndarray ws = self.workspaces.get(self.last_batch)
+    def take_tracking(self):
+        """Return copies of the (n_layers, 3) sums and counts; zero them."""
+        sums, counts = self.track_sums.copy(), self.track_counts.copy()
+        self.track_sums[...] = 0
+        self.track_counts[...] = 0
+        return sums, counts
+
+    cdef void _accumulate_stats(self, const Problem *p, const void *work, double lr):
         cdef double stats[3]
-        cdef double *sum_ptr
-        cdef double *count_ptr
+        cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
+        cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
+        cdef const void *params = cnp.PyArray_DATA(self.params)
+        cdef const void *grads = cnp.PyArray_DATA(self.grads)
         cdef int l
-        if ws is None:
-            return False
-        for array in (sums, counts):
-            if (cnp.PyArray_TYPE(array) != cnp.NPY_FLOAT64
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(array)
-                    or array.size != 3 * self.n_layers):
-                raise ValueError(f"sums and counts must be C-contiguous float64 arrays "
-                                 f"of {3 * self.n_layers} elements")
-        p = self._problem(self.last_batch, False)
-        sum_ptr = <double *>cnp.PyArray_DATA(sums)
-        count_ptr = <double *>cnp.PyArray_DATA(counts)
-        for l in range(self.n_layers):
-            if self.typenum == cnp.NPY_FLOAT32:
-                _layer_stats(&p, l, <const float *>cnp.PyArray_DATA(self.params),
-                             <const float *>cnp.PyArray_DATA(self.grads),
-                             <const float *>cnp.PyArray_DATA(ws), stats)
-            else:
-                _layer_stats(&p, l, <const double *>cnp.PyArray_DATA(self.params),
-                             <const double *>cnp.PyArray_DATA(self.grads),
-                             <const double *>cnp.PyArray_DATA(ws), stats)
-            sum_ptr[3 * l] += stats[0]
-            count_ptr[3 * l] += 1
-            if lr >= 0 and stats[1] > 0:
-                sum_ptr[3 * l + 1] += lr * stats[0] / stats[1]
-                count_ptr[3 * l + 1] += 1
-            if stats[2] == stats[2]:         # not NaN
-                sum_ptr[3 * l + 2] += stats[2]
-                count_ptr[3 * l + 2] += 1
-        return True
+        with nogil:
+            for l in range(self.n_layers):
+                if self.typenum == cnp.NPY_FLOAT32:
+                    _layer_stats(p, l, <const float *>params, <const float *>grads,
+                                 <const float *>work, stats)
+                else:
+                    _layer_stats(p, l, <const double *>params, <const double *>grads,
+                                 <const double *>work, stats)
+                sums[3 * l] += stats[0]
+                counts[3 * l] += 1
+                if lr >= 0 and stats[1] > 0:
+                    sums[3 * l + 1] += lr * stats[0] / stats[1]
+                    counts[3 * l + 1] += 1
+                if stats[2] == stats[2]:         # not NaN
+                    sums[3 * l + 2] += stats[2]
+                    counts[3 * l + 2] += 1

@@ -95,7 +95,6 @@ class Sequential:
         self._plan = None
         #: Set to True (by a callback) to end fit() after the current batch.
         self.stop_training = False
-        self._last_plan_lr = None     # lr of fit's last fused SGD step
         # Whether the layers' X, Z, A come from the last forward(): a
         # train_step through the plan leaves them stale.
         self._forward_current = False
@@ -397,7 +396,7 @@ class Sequential:
             X_batch, y_batch = X[rows], y[rows]
             value, out = self._train_batch(X_batch, y_batch, True)
             return value, (_count_correct(self.loss, out, y_batch) if classification else 0)
-        lr = self._last_plan_lr = self._plan_lr()
+        lr = self._plan_lr()
         in_plan = lr is not None
         status = plan.train_rows(X, y, rows, lr if in_plan else 0.0, in_plan,
                                  classification, True)

@@ -187,11 +187,11 @@ def _overrides(callback, hook: str) -> bool:
 class _GradientTracker:
     """Per-layer gradient statistics, averaged over an epoch's batches.
 
-    After every step the compiled plan adds, per layer, ||dW||, the update
-    ratio ||delta W|| / ||W|| and the share of saturated (sigmoid, tanh) or
-    dead (ReLU) units to running sums, in one call.  For plain SGD the update
-    is lr ||dW||; for other optimizers it is measured from a copy of the
-    weights taken before the step, which costs more.
+    The compiled plan adds, after every step and inside the same call, each
+    layer's ||dW||, the share of saturated (sigmoid, tanh) or dead (ReLU)
+    units and, for plain SGD, the update ratio lr ||dW|| / ||W|| to running
+    sums.  For other optimizers the ratio ||delta W|| / ||W|| is measured
+    here from a copy of the weights taken before the step, which costs more.
     """
 
     def __init__(self, model):
@@ -199,40 +199,42 @@ class _GradientTracker:
             raise ValueError("track_gradients needs one of tinycore's own losses "
                              f"(the compiled plan); {model.loss!r} is a custom loss")
         self.model = model
-        # Plain SGD: the update is lr * dW, no copy of the weights needed.
-        self.plain_sgd = model._plan_lr() is not None
+        self.plan = model._plan
+        self.measure_updates = model._plan_lr() is None
         self.weight_slices = [slice(offset, offset + layer.in_features * layer.out_features)
                               for offset, layer in zip(_offsets(model), model.layers)]
+        self.ratio_sums = np.zeros(len(model.layers))
+        self.ratio_counts = np.zeros(len(model.layers))
         self.before = None
-        self._reset()
+        self.plan.set_tracking(True)
 
-    def _reset(self):
-        self.sums = np.zeros((len(self.model.layers), 3))
-        self.counts = np.zeros((len(self.model.layers), 3))
+    def close(self):
+        self.plan.set_tracking(False)
 
     def before_step(self):
-        if not self.plain_sgd:
+        if self.measure_updates:
             self.before = self.model.param_buffer.copy()
 
     def after_step(self):
-        lr = self.model._last_plan_lr if self.plain_sgd else -1.0
-        if not self.model._plan.accumulate_layer_stats(self.sums, self.counts, lr):
+        if not self.measure_updates:
             return
-        if not self.plain_sgd:
-            delta = self.model.param_buffer - self.before
-            for index, rows in enumerate(self.weight_slices):
-                weight_norm = np.linalg.norm(self.model.param_buffer[rows])
-                if weight_norm > 0:
-                    self.sums[index, 1] += np.linalg.norm(delta[rows]) / weight_norm
-                    self.counts[index, 1] += 1
+        params = self.model.param_buffer
+        for index, rows in enumerate(self.weight_slices):
+            weight_norm = np.linalg.norm(params[rows])
+            if weight_norm > 0:
+                self.ratio_sums[index] += np.linalg.norm(params[rows] - self.before[rows]) / weight_norm
+                self.ratio_counts[index] += 1
 
     def epoch_metrics(self) -> dict:
+        sums, counts = self.plan.take_tracking()
+        if self.measure_updates:
+            sums[:, 1], counts[:, 1] = self.ratio_sums, self.ratio_counts
+            self.ratio_sums, self.ratio_counts = np.zeros_like(sums[:, 1]), np.zeros_like(sums[:, 1])
         with np.errstate(invalid="ignore", divide="ignore"):
-            means = self.sums / self.counts           # NaN where never defined
+            means = sums / counts                     # NaN where never defined
         activations = [layer.activation for layer in self.model.layers]
         saturating = np.array([a in ("sigmoid", "tanh") for a in activations])
         relu = np.array([a == "relu" for a in activations])
-        self._reset()
         return {
             "grad_norms": means[:, 0].tolist(),
             "update_ratios": means[:, 1].tolist(),
@@ -253,15 +255,16 @@ def _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
                  tracker, epoch) -> dict:
     loss_fn = model.loss
     loss_sum, n_correct, n_samples = 0.0, 0, X.shape[0]
+    measure_updates = tracker is not None and tracker.measure_updates
     for batch, start in enumerate(range(0, n_samples, batch_size)):
         rows = order[start:start + batch_size]
-        if tracker is not None:
+        if measure_updates:
             tracker.before_step()
         try:
             value, correct = model._fit_batch(X, y, rows)
         except TrainingDivergedError as exc:
             raise TrainingDivergedError(exc.layer, exc.loss, epoch, batch) from None
-        if tracker is not None:
+        if measure_updates:
             tracker.after_step()
         loss_sum += value * loss_fn._denominator((len(rows), model.out_features))
         n_correct += correct
@@ -315,6 +318,8 @@ def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
                 break
     finally:
         progress.close()
+        if tracker is not None:
+            tracker.close()
     for callback in callbacks:
         callback.on_train_end()
     return history
