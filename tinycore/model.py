@@ -1,7 +1,9 @@
 """A stack of dense layers trained by backpropagation and gradient descent."""
 from __future__ import annotations
 
+import functools
 import numbers
+import threading
 
 import numpy as np
 
@@ -30,6 +32,25 @@ _PLAN_LOSSES = {
 _OK = int(_plan.Status.OK)
 _BUSY = int(_plan.Status.BUSY)
 _DIVERGED = int(_plan.Status.DIVERGED)
+
+
+_BUSY_MESSAGE = ("this model is being used by another thread; a model trains or "
+                 "predicts in one thread at a time")
+
+
+def _exclusive(method):
+    """Run ``method`` holding the model's lock; another thread meanwhile gets
+    a RuntimeError instead of interleaving with it (re-entrant, so fit may
+    call evaluate)."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(_BUSY_MESSAGE)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._lock.release()
+    return guarded
 
 
 def _check_seed(seed):
@@ -93,6 +114,7 @@ class Sequential:
         self.loss: losses.Loss | None = None
         self.optimizer: optimizers.Optimizer | None = None
         self._plan = None
+        self._lock = threading.RLock()
         #: Set to True (by a callback) to end fit() after the current batch.
         self.stop_training = False
         # Whether the layers' X, Z, A come from the last forward(): a
@@ -165,6 +187,7 @@ class Sequential:
     def _check_X(self, X) -> np.ndarray:
         return check_input(X, self.dtype, self.in_features, f"layer 0 {self.layers[0]!r}")
 
+    @_exclusive
     def forward(self, X) -> np.ndarray:
         """Run the layers on a batch X (batch, in_features); return the output.
 
@@ -180,6 +203,7 @@ class Sequential:
             X = layer._forward(X)
         return X
 
+    @_exclusive
     def backward(self, grad_out) -> np.ndarray:
         """Backpropagate dL/d(output) through every layer, last to first.
 
@@ -261,6 +285,7 @@ class Sequential:
         y = self.loss.check_target(y, (X.shape[0], self.out_features), self.dtype)
         return X, y
 
+    @_exclusive
     def train_step(self, X, y, *, check_finite: bool = False) -> float:
         """One step of gradient descent on the batch (X, y).
 
@@ -317,10 +342,7 @@ class Sequential:
     @staticmethod
     def _raise_if_busy(status) -> None:
         if status == _BUSY:
-            raise RuntimeError(
-                "this model is being used by another thread; a model trains or "
-                "predicts in one thread at a time"
-            )
+            raise RuntimeError(_BUSY_MESSAGE)
 
     def _train_batch(self, X: np.ndarray, y: np.ndarray,
                      check_finite: bool) -> tuple[float, np.ndarray]:
@@ -341,6 +363,7 @@ class Sequential:
             if not all(np.isfinite(g).all() for g in self.layers[index].gradients()):
                 raise TrainingDivergedError(index, value)
 
+    @_exclusive
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, validation_split: float = 0.0, callbacks=None,
             verbose: int = 1, restarts: int = 1, track_gradients: bool = False) -> History:
@@ -408,6 +431,7 @@ class Sequential:
 
     # -- inference ------------------------------------------------------------
 
+    @_exclusive
     def predict(self, X, batch_size: int = 1024) -> np.ndarray:
         """The model's output for X, computed ``batch_size`` rows at a time.
 
@@ -424,6 +448,7 @@ class Sequential:
             out[start:start + batch_size] = self._forward(X[start:start + batch_size])
         return out
 
+    @_exclusive
     def evaluate(self, X, y, batch_size: int = 1024) -> dict[str, float]:
         """Loss (and accuracy, for classification) of the model on (X, y).
 
