@@ -7,6 +7,17 @@ TINYCORE_DEBUG_CYTHON=1
     Turn Cython's bounds, wraparound and initialisation checks back on.
 TINYCORE_SANITIZE=address,undefined
     Compile and link with -fsanitize=... (GCC/Clang) for sanitizer runs.
+TINYCORE_NATIVE=1
+    Add -march=native (GCC/Clang): the loops may then use every instruction
+    this machine's CPU has (AVX2, AVX-512, ...).  Only for a build that stays
+    on the machine it was made on: the extensions would stop with "illegal
+    instruction" on an older CPU, so never set it when building wheels to
+    share.  The other flags stay: -ffp-contract=off still forbids FMA
+    fusion, so the rounding is the same as in a portable build.  Without it,
+    the compiler targets its default baseline: plain x86-64 (SSE2), which
+    every x86-64 CPU runs, for GCC and Clang on Debian and Ubuntu (some
+    distributions' compilers default higher, e.g. x86-64-v2 on RHEL 9);
+    tests/test_packaging.py checks what the installed extensions use.
 """
 import os
 
@@ -49,6 +60,10 @@ def compiler_directives():
     }
 
 
+def native_flags():
+    return ["-march=native"] if _env_flag("TINYCORE_NATIVE") else []
+
+
 def sanitizer_flags():
     sanitizers = os.environ.get("TINYCORE_SANITIZE", "").strip()
     if not sanitizers:
@@ -62,7 +77,7 @@ class BuildExt(build_ext):
     def build_extensions(self):
         flags = COMPILE_FLAGS.get(self.compiler.compiler_type, [])
         if self.compiler.compiler_type == "unix":
-            flags = flags + sanitizer_flags()
+            flags = flags + native_flags() + sanitizer_flags()
         for ext in self.extensions:
             ext.extra_compile_args = flags + ext.extra_compile_args
             if self.compiler.compiler_type == "unix":

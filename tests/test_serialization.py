@@ -116,10 +116,11 @@ def test_bad_files_raise_value_error(tmp_path):
     ("architecture", json.dumps({"dtype": "float32", "layers": [
         {"in_features": 4, "out_features": 9, "activation": "relu", "alpha": 0.01,
          "bias": True}]}), "do not match the architecture"),
-    ("architecture", json.dumps({"dtype": "int8", "layers": []}), "invalid architecture"),
+    ("architecture", json.dumps({"dtype": "int8", "layers": []}),
+     "do not match the architecture"),
     ("architecture", json.dumps({"dtype": "float32", "layers": [
         {"in_features": 4, "out_features": 8, "activation": "relux", "alpha": 0.01,
-         "bias": True}]}), "invalid architecture"),
+         "bias": True}]}), "do not match the architecture"),
     ("training", json.dumps({"loss": "hinge", "optimizer": None}), "invalid loss"),
     ("rng", json.dumps({"bit_generator": "nope"}), "random generator state"),
 ])
@@ -134,12 +135,12 @@ def test_inconsistent_metadata_raises_value_error(tmp_path, field, value, match)
 def test_shape_mismatch_between_weights_and_architecture(tmp_path):
     path = tmp_path / "m.safetensors"
     _model().save(path)
-    architecture = json.loads(serialization._read_metadata(path.read_bytes(), "m")
+    architecture = json.loads(serialization._read_metadata(path.read_bytes(), "m")[1]
                               ["architecture"])
     architecture["layers"][0]["out_features"] = 7
     architecture["layers"][1]["in_features"] = 7
     _rewrite_metadata(path, architecture=json.dumps(architecture))
-    with pytest.raises(ValueError, match=r"layers.0.W has shape \(4, 8\)"):
+    with pytest.raises(ValueError, match=r"layers.0.W has shape \[4, 8\]; the architecture needs \[4, 7\]"):
         tc.load(path)
 
 
@@ -237,3 +238,18 @@ def test_model_checkpoint_save_best_only(tmp_path, data):
             running_best, changes = loss, changes + 1
     times = {mtime for _, mtime in saved if mtime is not None}
     assert len(times) == changes and best < 6
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda arch: arch["layers"][0].update(activation="relux"), "invalid architecture"),
+    (lambda arch: arch.update(dtype="int8"), "invalid architecture"),
+])
+def test_architecture_that_fits_the_tensors_but_is_invalid(tmp_path, change, match):
+    path = tmp_path / "m.safetensors"
+    _model().save(path)
+    architecture = json.loads(serialization._read_metadata(path.read_bytes(), "m")[1]
+                              ["architecture"])
+    change(architecture)
+    _rewrite_metadata(path, architecture=json.dumps(architecture))
+    with pytest.raises(ValueError, match=match):
+        tc.load(path)

@@ -44,7 +44,11 @@ def check_real(value, name: str, *, low=None, low_inclusive=True) -> float:
     """Return ``value`` as a finite float, optionally bounded below, else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:        # an int beyond the float range, such as 10**400
+        raise ValueError(f"{name} must be finite, got an integer of "
+                         f"{len(str(abs(value)))} digits") from None
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None:

@@ -107,6 +107,12 @@ class Dense:
             if self.use_bias:
                 self._b[...] = previous[1]
 
+    def _saved_binding(self) -> tuple:
+        return (self._W, self._b, self._dW, self._db, self.dtype, self._owner)
+
+    def _restore_binding(self, binding: tuple) -> None:
+        self._W, self._b, self._dW, self._db, self.dtype, self._owner = binding
+
     def init_params(self, rng: np.random.Generator) -> None:
         """Draw W with the layer's initialiser from ``rng``; set b to 0.
 

@@ -245,8 +245,10 @@ class Optimizer:
         scratch = self._hyper_parameters_from(state_dict["hyper_parameters"])
         iterations = state_dict["iterations"]
         if (isinstance(iterations, (bool, np.bool_))
-                or not isinstance(iterations, numbers.Integral) or iterations < 0):
-            raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")
+                or not isinstance(iterations, numbers.Integral)
+                or not 0 <= iterations < 2**62):
+            # (The bound keeps the step count a C integer in the update kernels.)
+            raise ValueError(f"iterations must be an integer in [0, 2**62), got {iterations!r}")
         state = self._state_from(state_dict["state"], int(iterations), scratch)
         for hyper in self._HYPER_PARAMETERS:
             setattr(self, "_" + hyper, getattr(scratch, "_" + hyper))

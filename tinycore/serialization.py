@@ -122,8 +122,8 @@ def _atomic_write(path: str, data: bytes) -> None:
 # -- loading --------------------------------------------------------------------
 
 
-def _read_metadata(data: bytes, path: str) -> dict:
-    """The safetensors header's ``__metadata__``, checked to be tinycore's."""
+def _read_metadata(data: bytes, path: str) -> tuple[dict, dict]:
+    """The safetensors header and its ``__metadata__``, checked to be tinycore's."""
     if len(data) < 8:
         raise ValueError(f"{path} is not a safetensors file (only {len(data)} bytes)")
     (header_size,) = struct.unpack("<Q", data[:8])
@@ -132,23 +132,24 @@ def _read_metadata(data: bytes, path: str) -> dict:
                          f"(header of {header_size} bytes in a file of {len(data)})")
     try:
         header = json.loads(data[8:8 + header_size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} has a corrupted header: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # (json.JSONDecodeError is a ValueError; absurd nesting a RecursionError.)
+        raise ValueError(f"{path} has a corrupted header: {type(exc).__name__}") from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ValueError(f"{path} is not a tinycore model file (no tinycore metadata)")
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise ValueError(f"{path} has format version {metadata.get('format_version')!r}; "
-                         f"this tinycore reads version {FORMAT_VERSION}")
-    return metadata
+                         f"this tinycore reads version {str(FORMAT_VERSION)!r}")
+    return header, metadata
 
 
 def _json_field(metadata: dict, key: str, path: str):
     try:
         return json.loads(metadata[key])
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{path}: metadata field {key!r} is missing or corrupted "
-                         f"({exc})") from None
+                         f"({type(exc).__name__})") from None
 
 
 def _read_tensors(st, data: bytes, path: str) -> dict:
@@ -156,6 +157,30 @@ def _read_tensors(st, data: bytes, path: str) -> dict:
         return st.load(data)
     except Exception as exc:   # the Rust core raises its own error types
         raise ValueError(f"{path}: corrupted or truncated tensor data ({exc})") from None
+
+
+def _check_shapes_before_building(architecture, header: dict, path: str) -> None:
+    """Compare the architecture with the stored tensors' shapes, from the
+    header alone, so that a small file claiming a huge network is refused
+    before anything is allocated."""
+    try:
+        layers = architecture["layers"]
+        expected = {}
+        for index, spec in enumerate(layers):
+            expected[f"layers.{index}.W"] = [spec["in_features"], spec["out_features"]]
+            if spec["bias"]:
+                expected[f"layers.{index}.b"] = [spec["out_features"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: invalid architecture ({exc!r})") from None
+    stored = {name: entry.get("shape") for name, entry in header.items()
+              if name.startswith("layers.") and isinstance(entry, dict)}
+    if set(stored) != set(expected):
+        raise ValueError(f"{path}: the weights {sorted(stored)} do not match the "
+                         f"architecture, which needs {sorted(expected)}")
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise ValueError(f"{path}: {name} has shape {stored[name]}; the "
+                             f"architecture needs {shape}")
 
 
 def _build_model(architecture, path: str):
@@ -231,16 +256,17 @@ def load(path):
     path = os.fspath(path)
     with open(path, "rb") as source:
         data = source.read()
-    metadata = _read_metadata(data, path)
+    header, metadata = _read_metadata(data, path)
     architecture = _json_field(metadata, "architecture", path)
     setup = _json_field(metadata, "training", path)
     rng_state = _json_field(metadata, "rng", path)
+    _check_shapes_before_building(architecture, header, path)
     tensors = _read_tensors(st, data, path)
     model = _build_model(architecture, path)
     _restore_weights(model, tensors, path)
     _restore_training(model, setup, tensors, path)
     try:
         model._rng.bit_generator.state = rng_state
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise ValueError(f"{path}: invalid random generator state ({exc})") from None
     return model
