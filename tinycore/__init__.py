@@ -24,6 +24,7 @@ from tinycore.model import Sequential  # noqa: E402
 from tinycore.training import History, TrainingDivergedError  # noqa: E402
 from tinycore.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSProp  # noqa: E402
 from tinycore import schedules  # noqa: E402
+from tinycore import data, distributed  # noqa: E402  (mpi4py only when used)
 from tinycore.serialization import load  # noqa: E402
 
 __version__ = "0.1.0"
@@ -33,5 +34,5 @@ __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "AdamW", "schedules",
     "activations", "callbacks", "losses", "optimizers", "datasets", "initializers",
     "load", "show_config", "set_num_threads", "__version__",
-    "diagnostics", "plot", "gradcheck",
+    "diagnostics", "plot", "gradcheck", "data", "distributed",
 ]

@@ -104,13 +104,22 @@ class Sequential:
         self._grads = np.zeros(sum(sizes), dtype=self.dtype)
         self._rng = np.random.default_rng(self.seed)
         offset = 0
-        for layer, size in zip(self.layers, sizes):
-            was_built = layer.built
-            layer._bind(self._params[offset:offset + size], self._grads[offset:offset + size])
-            layer._owner = self
-            if not was_built:
-                layer.init_params(self._rng)
-            offset += size
+        saved = [layer._saved_binding() for layer in self.layers]
+        try:
+            for layer, size in zip(self.layers, sizes):
+                was_built = layer.built
+                layer._bind(self._params[offset:offset + size],
+                            self._grads[offset:offset + size])
+                layer._owner = self
+                if not was_built:
+                    layer.init_params(self._rng)
+                offset += size
+        except BaseException:
+            # A failed initialiser must leave the layers as they were, not
+            # claimed by (and viewing the buffers of) a model never made.
+            for layer, binding in zip(self.layers, saved):
+                layer._restore_binding(binding)
+            raise
         self.loss: losses.Loss | None = None
         self.optimizer: optimizers.Optimizer | None = None
         self._plan = None
@@ -366,7 +375,8 @@ class Sequential:
     @_exclusive
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, validation_split: float = 0.0, callbacks=None,
-            verbose: int = 1, restarts: int = 1, track_gradients: bool = False) -> History:
+            verbose: int = 1, restarts: int = 1, track_gradients: bool = False,
+            comm=None, sharded: bool = False) -> History:
         """Train for ``epochs`` passes over (X, y) in mini-batches.
 
         Parameters
@@ -397,6 +407,18 @@ class Sequential:
             Record per-layer gradient norms, update/weight ratios and the
             share of saturated or dead units for each epoch (see History):
             the vanishing-gradient problem, measured.
+        comm : mpi4py.MPI.Intracomm, optional
+            Train data-parallel on every rank of ``comm`` (start the script
+            with ``mpiexec -n N``; needs ``pip install "tinycore[mpi]"``).
+            ``batch_size`` is then per rank: each step averages the gradients
+            of N * batch_size samples with one ``Allreduce``, and the weights
+            stay identical on every rank.  Rank 0 alone prints progress,
+            writes checkpoints and returns the full History.  See
+            :mod:`tinycore.distributed` (not with ``restarts`` or
+            ``track_gradients``).
+        sharded : bool, default False
+            With ``comm``: each rank passes only its own rows (e.g. from
+            ``tc.data.load_npy(path, comm=comm)``) instead of the whole data set.
 
         Returns
         -------
@@ -405,6 +427,16 @@ class Sequential:
             each batch before its update, averaged over the epoch.
         """
         self._require_compiled()
+        if comm is not None:
+            from tinycore import distributed    # imports mpi4py only when asked
+            return distributed.fit(self, X, y, comm=comm, sharded=sharded, epochs=epochs,
+                                   batch_size=batch_size, shuffle=shuffle,
+                                   validation_data=validation_data,
+                                   validation_split=validation_split, callbacks=callbacks,
+                                   verbose=verbose, restarts=restarts,
+                                   track_gradients=track_gradients)
+        if sharded:
+            raise ValueError("sharded=True needs comm")
         return training.fit(self, X, y, epochs=epochs, batch_size=batch_size,
                             shuffle=shuffle, validation_data=validation_data,
                             validation_split=validation_split, callbacks=callbacks,

@@ -335,6 +335,11 @@ def fit(model, X, y, *, epochs, batch_size, shuffle, validation_data,
         validation_split, callbacks, verbose, restarts, track_gradients) -> History:
     """Validate the arguments, then train (``restarts`` times); see Sequential.fit."""
     X, y = model._check_data(X, y)
+    if y.ndim == 1:
+        # The kernels index with the labels every batch, trusting the range
+        # checked here: keep a private copy that no callback or other thread
+        # can change during training (small: 8 bytes a sample).
+        y = y.copy()
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     restarts = check_positive_int(restarts, "restarts")
