@@ -73,7 +73,9 @@ build_venv() {
     # The extensions must really be instrumented.
     local so
     so="$(ls "$venv"/lib/python*/site-packages/tinycore/_plan*.so)"
-    if ! nm -D "$so" | grep -q __asan_; then
+    # (grep without -q reads all of nm's output: with -q, nm could die of
+    # SIGPIPE and pipefail would call a good build uninstrumented.)
+    if ! nm -D "$so" | grep __asan_ > /dev/null; then
         echo "sanitize.sh: $so is not ASan-instrumented" >&2
         exit 3
     fi
