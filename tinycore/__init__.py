@@ -15,6 +15,19 @@ from tinycore import _cpu
 
 _cpu.select_blas_kernels()
 
+try:
+    from tinycore import _activations  # noqa: F401  (the first compiled kernel module)
+except ImportError as exc:
+    import os as _os
+
+    raise ImportError(
+        f"tinycore's compiled kernels could not be imported from "
+        f"{_os.path.dirname(__file__)} ({exc}). If that is the source checkout, "
+        "Python found it before the installed package: run from another folder "
+        "(or use the `tinycore` command), or build the kernels in place with "
+        "`python setup.py build_ext --inplace`."
+    ) from None
+
 from tinycore import activations, callbacks, datasets, initializers, losses, optimizers  # noqa: E402
 from tinycore._config import set_num_threads, show_config  # noqa: E402
 from tinycore import diagnostics, plot  # noqa: E402  (plot imports matplotlib lazily)
