@@ -1,4 +1,5 @@
 """``python -m tinycore``: the default run, train, demo, bench; bad input exits 2 in one line."""
+import pathlib
 import re
 import subprocess
 import sys
@@ -251,3 +252,18 @@ def test_python_dash_m(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tinycore", "train", "--epochs", "x"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_source_tree_without_kernels_gives_a_clear_error(tmp_path):
+    # A copy of the package's Python files without its compiled modules, as in
+    # a fresh checkout: importing it must say what is wrong and what to do.
+    source = pathlib.Path(tc.__file__).parent
+    tree = tmp_path / "tinycore"
+    tree.mkdir()
+    for module in source.glob("*.py"):
+        (tree / module.name).write_text(module.read_text())
+    result = subprocess.run([sys.executable, "-c", "import tinycore"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "compiled kernels could not be imported" in result.stderr
+    assert "tinycore` command" in result.stderr
