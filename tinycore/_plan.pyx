@@ -337,6 +337,30 @@ cdef void _layer_stats(const Problem *p, int l, const floating *params,
         out[2] = NAN
 
 
+cdef void _accumulate_stats(const Problem *p, bint is_float, const void *params,
+                            const void *grads, const void *work, double lr,
+                            double *sums, double *counts) noexcept nogil:
+    """Add the step's per-layer statistics to the running sums (see
+    ``Plan.set_tracking``); ``lr`` < 0 when the plan did not update."""
+    cdef double stats[3]
+    cdef int l
+    for l in range(p.n_layers):
+        if is_float:
+            _layer_stats(p, l, <const float *>params, <const float *>grads,
+                         <const float *>work, stats)
+        else:
+            _layer_stats(p, l, <const double *>params, <const double *>grads,
+                         <const double *>work, stats)
+        sums[3 * l] += stats[0]
+        counts[3 * l] += 1
+        if lr >= 0 and stats[1] > 0:
+            sums[3 * l + 1] += lr * stats[0] / stats[1]
+            counts[3 * l + 1] += 1
+        if stats[2] == stats[2]:         # not NaN
+            sums[3 * l + 2] += stats[2]
+            counts[3 * l + 2] += 1
+
+
 cdef void _gather_rows(const char *source, const int64_t *rows, Py_ssize_t n_rows,
                        Py_ssize_t row_bytes, char *dest) noexcept nogil:
     cdef Py_ssize_t i
@@ -578,8 +602,12 @@ cdef class Plan:
         cdef Py_ssize_t n_correct = 0
         cdef int bad_layer = -1
         cdef double value
+        cdef bint is_float = self.typenum == cnp.NPY_FLOAT32
+        cdef bint tracking = self.tracking
+        cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
+        cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
         with nogil:
-            if self.typenum == cnp.NPY_FLOAT32:
+            if is_float:
                 value = _train(p, <const float *>x, <const float *>t, labels,
                                <float *>params, <float *>grads, <float *>work,
                                lr, update, count, guard, &n_correct, &bad_layer)
@@ -587,15 +615,15 @@ cdef class Plan:
                 value = _train(p, <const double *>x, <const double *>t, labels,
                                <double *>params, <double *>grads, <double *>work,
                                lr, update, count, guard, &n_correct, &bad_layer)
+            if tracking and bad_layer < 0:
+                # In the same GIL-free stretch: tracking adds no call.
+                _accumulate_stats(p, is_float, params, grads, work,
+                                  lr if update else -1.0, sums, counts)
         self.last_loss = value
         self.last_correct = n_correct
         self.last_batch = p.batch
         self.last_bad_layer = bad_layer
-        if bad_layer >= 0:
-            return DIVERGED
-        if self.tracking:
-            self._accumulate_stats(p, work, lr if update else -1.0)
-        return OK
+        return DIVERGED if bad_layer >= 0 else OK
 
     def train_rows(self, cnp.ndarray X, cnp.ndarray y, cnp.ndarray rows,
                    double lr, bint update, bint count=False, bint guard=False):
@@ -684,27 +712,3 @@ cdef class Plan:
         self.track_sums[...] = 0
         self.track_counts[...] = 0
         return sums, counts
-
-    cdef void _accumulate_stats(self, const Problem *p, const void *work, double lr):
-        cdef double stats[3]
-        cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
-        cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
-        cdef const void *params = cnp.PyArray_DATA(self.params)
-        cdef const void *grads = cnp.PyArray_DATA(self.grads)
-        cdef int l
-        with nogil:
-            for l in range(self.n_layers):
-                if self.typenum == cnp.NPY_FLOAT32:
-                    _layer_stats(p, l, <const float *>params, <const float *>grads,
-                                 <const float *>work, stats)
-                else:
-                    _layer_stats(p, l, <const double *>params, <const double *>grads,
-                                 <const double *>work, stats)
-                sums[3 * l] += stats[0]
-                counts[3 * l] += 1
-                if lr >= 0 and stats[1] > 0:
-                    sums[3 * l + 1] += lr * stats[0] / stats[1]
-                    counts[3 * l + 1] += 1
-                if stats[2] == stats[2]:         # not NaN
-                    sums[3 * l + 2] += stats[2]
-                    counts[3 * l + 2] += 1
