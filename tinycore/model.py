@@ -121,7 +121,8 @@ class Sequential:
                 layer._restore_binding(binding)
             raise
         self.loss: losses.Loss | None = None
-        self.optimizer: optimizers.Optimizer | None = None
+        self._optimizer: optimizers.Optimizer | None = None
+        self._sgd_fusable = False
         self._plan = None
         self._lock = threading.RLock()
         #: Set to True (by a callback) to end fit() after the current batch.
@@ -275,6 +276,20 @@ class Sequential:
         self.optimizer = optimizer
         self._plan = self._make_plan()
 
+    @property
+    def optimizer(self):
+        """The optimizer that compile() set (assignable, like Keras')."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer) -> None:
+        self._optimizer = optimizer
+        # Whether the plan may apply the update itself: plain tc.SGD, not a
+        # subclass with its own step or rule (checked once, not every step).
+        kind = type(optimizer)
+        self._sgd_fusable = (getattr(kind, "_update", None) is optimizers.SGD._update
+                             and getattr(kind, "step", None) is optimizers.SGD.step)
+
     def _make_plan(self):
         """The fused training plan for this model and loss, or None if the
         loss is not one the plan computes."""
@@ -294,7 +309,6 @@ class Sequential:
         y = self.loss.check_target(y, (X.shape[0], self.out_features), self.dtype)
         return X, y
 
-    @_exclusive
     def train_step(self, X, y, *, check_finite: bool = False) -> float:
         """One step of gradient descent on the batch (X, y).
 
@@ -310,6 +324,16 @@ class Sequential:
             or infinite, raise :class:`TrainingDivergedError` and leave the
             weights unchanged (``fit`` always does this).
         """
+        # The model's lock, taken here rather than by @_exclusive: this is the
+        # hot path of small networks, where a wrapper call shows.
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(_BUSY_MESSAGE)
+        try:
+            return self._train_step(X, y, check_finite)
+        finally:
+            self._lock.release()
+
+    def _train_step(self, X, y, check_finite: bool) -> float:
         self._require_compiled()
         self._forward_current = False
         plan = self._plan
@@ -335,8 +359,7 @@ class Sequential:
     def _plan_lr(self):
         """The learning rate if the plan applies the optimizer's step itself,
         fused into the backward pass (plain SGD: w -= lr * g), else None."""
-        kind = type(self.optimizer)
-        if kind._update is not optimizers.SGD._update or kind.step is not optimizers.SGD.step:
+        if not self._sgd_fusable:
             return None          # another rule, or a subclass with its own step
         return self.optimizer._plan_sgd_lr()
 

@@ -384,9 +384,11 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
 
     def _plan_sgd_lr(self) -> float | None:
+        # On every training step: reads the stored values, not the properties.
         if self._momentum > 0.0 or self._weight_decay > 0.0 or self._clipnorm is not None:
             return None
-        return self.current_lr()
+        lr = self._lr
+        return lr if type(lr) is float else self.current_lr()
 
     def _update(self, params, grads) -> None:
         lr = self.current_lr()
