@@ -2,9 +2,11 @@
 
 A wheel built with ``-march=native`` stops with "illegal instruction" on an
 older CPU.  The first tests disassemble every compiled module of the
-*installed* tinycore (``objdump -d``) and refuse any instruction beyond the
-x86-64 baseline (x86-64-v1: SSE and SSE2, no SSE3 and later, no VEX or EVEX
-encodings, no AVX registers).  They are skipped off x86-64, without objdump,
+*installed* tinycore's baseline set (``objdump -d``) and refuse any
+instruction beyond the x86-64 baseline (x86-64-v1: SSE and SSE2, no SSE3 and
+later, no VEX or EVEX encodings, no AVX registers).  The wider sets
+(``tinycore._avx2``, ``tinycore._avx512``), which tinycore._simd imports only
+on a CPU that has their level, are checked to use that level and no more.  They are skipped off x86-64, without objdump,
 and when ``TINYCORE_NATIVE`` is set at test time (a build made on purpose with
 ``-march=native``, see setup.py).
 
@@ -26,6 +28,7 @@ import textwrap
 import pytest
 
 import tinycore
+from tinycore import _simd
 
 CHECKOUT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -189,6 +192,84 @@ def test_extension_uses_only_the_x86_64_baseline(path):
         f"to skip this check. The first ones:\n{shown}")
 
 
+# -- the wider sets ----------------------------------------------------------------------------
+
+#: What only AVX-512 has: its registers (zmm, xmm16-31, ymm16-31, the k masks)
+#: and the EVEX-only instructions a compiler emits even on 256-bit vectors.
+AVX512_REGISTER = re.compile(r"\b(?:zmm\d+|[xy]mm(?:1[6-9]|2\d|3[01])|k[0-7])\b")
+AVX512_MNEMONIC = re.compile(
+    r"^(?:vpternlog[dq]|vperm[it]2\w+|vrcp14\w+|vrsqrt14\w+|vscalef\w+|vgetexp\w+|"
+    r"vgetmant\w+|vrndscale\w+|vfixupimm\w+|vrange\w+|vreduce\w+|vpcompress\w+|"
+    r"vcompress\w+|vpexpand\w+|vexpand\w+|vpro[lr]v?[dq]|vpsraq|vpabsq|vp(?:max|min)[su]q|"
+    r"vpmullq|vcvt\w*(?:qq|udq|uqq|usi)\w*|vpmov(?:[su]?[qdw][bwd]|m2\w+|\w+2m)|"
+    r"vpconflict\w+|vplzcnt\w+|valign[dq]|vdbpsadbw|vpbroadcastm\w+|"
+    r"v(?:shuf|insert|extract|broadcast)[if](?:32x[248]|64x[24])|k\w+)$")
+
+
+def uses_avx512(disassembly):
+    """How many instructions of an ``objdump -M intel`` listing need AVX-512."""
+    found = 0
+    for line in disassembly.splitlines():
+        match = INSTRUCTION_LINE.match(line)
+        if not match:
+            continue
+        tokens = re.sub(r"<[^>]*>", "", match.group(1)).split("#")[0].split()
+        while tokens and (tokens[0] in PREFIXES or REX.match(tokens[0])):
+            tokens = tokens[1:]
+        if tokens and (AVX512_MNEMONIC.match(tokens[0].lower())
+                       or AVX512_REGISTER.search(" ".join(tokens[1:]))):
+            found += 1
+    return found
+
+
+def level_extensions(level):
+    """The compiled modules of one SIMD level's set (tinycore._simd), [] if not built."""
+    package = pathlib.Path(tinycore.__file__).resolve().parent
+    folder = package / _simd.PACKAGES[level].removeprefix("tinycore.")
+    if not folder.is_dir():
+        return []
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.name.endswith(suffixes))
+
+
+def test_the_avx512_check_reads_listings_rightly():
+    listing = textwrap.dedent("""\
+            1000:\tvmulps ymm0,ymm1,ymm2
+            1004:\tvaddps ymm1,ymm1,YMMWORD PTR [rax]
+            1008:\tvpternlogd ymm0,ymm1,ymm2,0x96
+            100e:\tvmulps zmm0,zmm1,zmm2
+            1014:\tvmovaps xmm17,xmm1
+            101a:\tkmovw  k1,eax
+            101e:\tvcvttps2udq ymm0,ymm1
+            1024:\tvaddps ymm0{k1},ymm1,ymm2
+        """)
+    assert uses_avx512(listing) == 6
+
+
+@pytest.mark.skipif(_native_build(),
+                    reason="TINYCORE_NATIVE is set: one set of kernels, for this CPU")
+@needs_x86_64_objdump[0]
+@needs_x86_64_objdump[1]
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+def test_each_wider_set_uses_its_level_and_no_more(level):
+    """The AVX2 set uses ymm vectors and nothing of AVX-512; the AVX-512 set uses zmm."""
+    paths = level_extensions(level)
+    assert {p.name.split(".")[0] for p in paths} == set(MODULES), (
+        f"the {level} set is incomplete: {[p.name for p in paths]}")
+    listings = {p.name.split(".")[0]: disassemble(p) for p in paths}
+    wide_vectors = sum(len(re.findall(r"\bymm\d+\b", text)) for text in listings.values())
+    assert wide_vectors > 100, f"the {level} set hardly uses 256-bit vectors ({wide_vectors})"
+    avx512 = {name: uses_avx512(text) for name, text in listings.items()}
+    if level == "avx2":
+        assert not any(avx512.values()), f"AVX-512 instructions in the AVX2 set: {avx512}"
+    else:
+        assert avx512["_activations"] > 100, f"the AVX-512 set hardly uses AVX-512: {avx512}"
+
+
+#: The kernel modules, compiled once per level (setup.py's MODULES).
+MODULES = {"_blas", "_activations", "_losses", "_dense", "_optim", "_plan"}
+
+
 def test_every_extension_is_installed():
     """Each stub (_name.pyi) has its compiled module beside it, so the check above saw them all."""
     package = pathlib.Path(tinycore.__file__).resolve().parent
@@ -288,7 +369,8 @@ def test_sdist_holds_the_sources_and_nothing_generated(tmp_path):
         members = {name.split("/", 1)[1] for name in names if "/" in name}
         pkg_info = archive.extractfile(f"{root}/PKG-INFO").read().decode()
 
-    expected = {"README.md", "LICENSE", "pyproject.toml", "setup.py", "tinycore/py.typed"}
+    expected = {"README.md", "LICENSE", "pyproject.toml", "setup.py", "tinycore/py.typed",
+                "tinycore/_avx2/__init__.py", "tinycore/_avx512/__init__.py"}
     for pattern in ("*.pyx", "*.pxd", "*.pyi"):
         expected |= {f"tinycore/{p.name}" for p in (CHECKOUT / "tinycore").glob(pattern)}
     expected |= {f"tests/{p.name}" for p in (CHECKOUT / "tests").glob("*.py")}

@@ -16,7 +16,10 @@ from tinycore import _cpu
 _cpu.select_blas_kernels()
 
 try:
-    from tinycore import _activations  # noqa: F401  (the first compiled kernel module)
+    # The widest set of compiled kernels this CPU runs (tinycore._simd).
+    from tinycore import _simd
+
+    _simd.load("_activations")
 except ImportError as exc:
     import os as _os
 

@@ -14,6 +14,9 @@ class Activation(enum.IntEnum):
     STEP = 5
     SOFTMAX = 6
 
+
+#: The widest vector instruction set the loops of this build use (e.g. "AVX2").
+VECTOR_ISA: str
 def activation_value(act: int, alpha: float, z: _Float, out: _Float) -> None: ...
 def activation_derivative(act: int, alpha: float, z: _Float, out: _Float) -> None: ...
 def activation_backward(act: int, alpha: float, a: _Float, da: _Float, dz: _Float) -> None: ...

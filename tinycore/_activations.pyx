@@ -11,6 +11,30 @@ from libc.stdint cimport int32_t
 from cython cimport floating
 
 
+# The widest vector instructions this module was compiled for, from the
+# compiler's own macros (setup.py decides the flags; tinycore._simd reports it).
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define TINYCORE_VECTOR_ISA "AVX-512"
+    #elif defined(__AVX2__)
+    #define TINYCORE_VECTOR_ISA "AVX2"
+    #elif defined(__AVX__)
+    #define TINYCORE_VECTOR_ISA "AVX"
+    #elif defined(__SSE2__) || defined(_M_X64)
+    #define TINYCORE_VECTOR_ISA "SSE2"
+    #elif defined(__ARM_NEON)
+    #define TINYCORE_VECTOR_ISA "NEON"
+    #else
+    #define TINYCORE_VECTOR_ISA "the compiler's default"
+    #endif
+    """
+    const char *TINYCORE_VECTOR_ISA
+
+#: The vector instruction set the loops of this build use.
+VECTOR_ISA = TINYCORE_VECTOR_ISA.decode("ascii")
+
+
 # ---------------------------------------------------------------------------
 # Scalar formulas
 # ---------------------------------------------------------------------------

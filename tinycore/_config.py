@@ -8,7 +8,7 @@ import numpy as np
 import scipy
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from tinycore import _cpu
+from tinycore import _cpu, _simd
 from tinycore._validation import check_positive_int
 
 __all__ = ["show_config", "set_num_threads", "blas_info"]
@@ -51,7 +51,11 @@ def set_num_threads(n: int) -> None:
 
 
 def show_config(file=None) -> dict:
-    """Print (and return) the versions, the BLAS libraries and their threads."""
+    """Print (and return) the versions, the BLAS in use and its threads, and the loops' SIMD path.
+
+    ``config["simd"]["level"]`` is the set of compiled kernels in use
+    (``baseline``, ``avx2`` or ``avx512``, see ``TINYCORE_SIMD`` in the README).
+    """
     from tinycore import __version__
 
     config = {
@@ -65,6 +69,12 @@ def show_config(file=None) -> dict:
             for pool in blas_info()
         ],
         "blas_kernel_choice": _cpu.decision["reason"],
+        "simd": {
+            "level": _simd.decision["level"],
+            "package": _simd.decision["package"],
+            "vector_isa": _simd.load("_activations").VECTOR_ISA,
+            "reason": _simd.decision["reason"],
+        },
     }
     out = sys.stdout if file is None else file
     print(f"tinycore {config['tinycore']} (python {config['python']}, "
@@ -74,4 +84,7 @@ def show_config(file=None) -> dict:
               f"{pool['architecture']}, {pool['num_threads']} threads "
               f"({pool['filepath']})", file=out)
     print(f"  kernel choice: {config['blas_kernel_choice']}", file=out)
+    simd = config["simd"]
+    print(f"  tinycore loops: {simd['level']} ({simd['package']}, {simd['vector_isa']}): "
+          f"{simd['reason']}", file=out)
     return config

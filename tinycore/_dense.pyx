@@ -11,8 +11,8 @@ single BLAS calls made without the GIL.
 """
 from cython cimport floating
 
-from tinycore._blas cimport _gemm, NoTrans, Trans
-from tinycore._activations cimport Activation, _bias_activation, _activation_backward
+from ._blas cimport _gemm, NoTrans, Trans
+from ._activations cimport Activation, _bias_activation, _activation_backward
 
 
 def dense_forward(int activation, double alpha,

@@ -23,16 +23,16 @@ from cython cimport floating
 
 import numpy as np
 
-from tinycore._activations cimport (
+from ._activations cimport (
     Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _bias_activation,
 )
-from tinycore._blas cimport NoTrans, Trans, _gemm
-from tinycore._losses cimport (
+from ._blas cimport NoTrans, Trans, _gemm
+from ._losses cimport (
     _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
     _sigmoid_binary_cross_entropy, _softmax_cross_entropy_labels,
     _softmax_cross_entropy_rows, _squared_error_sum,
 )
-from tinycore._optim cimport _sgd_update
+from ._optim cimport _sgd_update
 
 cnp.import_array()
 

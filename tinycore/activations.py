@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycore import _activations
+from tinycore import _simd
 from tinycore._validation import as_float_array, check_name, check_real, output_like
+
+_activations = _simd.load("_activations")
 
 #: Activation name -> kernel code (the ``Activation`` enum of ``_activations.pxd``).
 CODES = {

@@ -79,11 +79,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinycore import _optim
+from tinycore import _simd
 from tinycore._validation import check_positive_int
 from tinycore.callbacks import ModelCheckpoint
 from tinycore.training import (History, TrainingDivergedError, _check_callbacks,
                                _n_predictions, _overrides, _Progress, _split_validation)
+
+_optim = _simd.load("_optim")
 
 __all__ = ["fit", "CommStats", "rank_of", "size_of"]
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycore import _dense, initializers
+from tinycore import _simd, initializers
 from tinycore._validation import (
     check_dtype, check_input, check_positive_int, check_real, check_same_shape,
 )
 from tinycore.activations import CODES, check_activation
+
+_dense = _simd.load("_dense")
 
 __all__ = ["Dense"]
 

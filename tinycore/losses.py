@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinycore import _losses
+from tinycore import _simd
 from tinycore._validation import (
     _as_array, as_float_array, check_batch_length, check_labels, check_name,
 )
+
+_losses = _simd.load("_losses")
 
 __all__ = ["Loss", "MSE", "SSE", "MAE", "BinaryCrossEntropy", "CrossEntropy",
            "LOSSES", "get"]

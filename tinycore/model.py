@@ -7,12 +7,14 @@ import threading
 
 import numpy as np
 
-from tinycore import _plan, losses, optimizers, training
+from tinycore import _simd, losses, optimizers, training
 from tinycore._validation import check_dtype, check_input, check_positive_int, check_same_shape
 from tinycore.activations import CODES
 from tinycore.layers import Dense
 
 from tinycore.training import History, TrainingDivergedError, _n_predictions
+
+_plan = _simd.load("_plan")
 
 __all__ = ["Sequential", "History"]
 

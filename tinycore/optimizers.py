@@ -17,9 +17,11 @@ import numbers
 
 import numpy as np
 
-from tinycore import _optim
+from tinycore import _simd
 from tinycore._validation import FLOAT_DTYPES, check_name, check_real
 from tinycore.schedules import LearningRateSchedule, deserialize, serialize
+
+_optim = _simd.load("_optim")
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "AdamW", "OPTIMIZERS", "get",
            "from_state_dict"]

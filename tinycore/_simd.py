@@ -1,0 +1,138 @@
+"""Which compiled set of kernels to run, from what the CPU reports.
+
+setup.py compiles the kernel modules (``_blas``, ``_activations``,
+``_losses``, ``_dense``, ``_optim``, ``_plan``) once per instruction-set
+level, from the same sources; the compiler vectorises their loops for each
+level's vector width:
+
+========  ====================  ==========  =========================================
+level     package               compiled    the CPU must report (Linux /proc/cpuinfo)
+========  ====================  ==========  =========================================
+baseline  ``tinycore``          x86-64      nothing: every x86-64 CPU runs it
+avx2      ``tinycore._avx2``    x86-64-v3   avx avx2 bmi1 bmi2 f16c fma abm movbe xsave
+avx512    ``tinycore._avx512``  x86-64-v4   the above and avx512f bw cd dq vl
+========  ====================  ==========  =========================================
+
+At import, tinycore loads the widest set the CPU runs; the others are never
+imported, so a CPU never meets an instruction it lacks.  ``TINYCORE_SIMD``
+(``auto``, ``baseline``, ``avx2`` or ``avx512``), read once at import, asks
+for a level: ``baseline`` is how to compare with, or work around, the wider
+sets.  A level the CPU cannot run is refused with a warning, and the widest
+level it can run below it is used.  Every set gives bit-identical results
+(tests/test_simd.py), so the choice changes speed only.
+
+A build with ``TINYCORE_NATIVE=1``, or off x86-64, has one set only (in
+``tinycore``), compiled for what its build asked for.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import warnings
+from types import ModuleType
+
+from tinycore import _cpu
+
+#: Levels, narrowest first.
+LEVELS = ("baseline", "avx2", "avx512")
+
+#: The package holding each level's kernel modules.
+PACKAGES = {"baseline": "tinycore", "avx2": "tinycore._avx2", "avx512": "tinycore._avx512"}
+
+#: What each level was compiled for (setup.py's SIMD_BUILDS).
+TARGETS = {"baseline": "x86-64", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}
+
+# The features -march=x86-64-v3 and -v4 let the compiler use, as the Linux
+# kernel names them (abm is LZCNT; the kernel clears avx* when the operating
+# system does not save the AVX registers, so the flags mean "usable").
+_X86_64_V3 = frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})
+_X86_64_V4 = _X86_64_V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+
+#: CPU flags each level needs.
+REQUIRED_FLAGS = {"baseline": frozenset(), "avx2": _X86_64_V3, "avx512": _X86_64_V4}
+
+#: The environment variable that asks for a level.
+ENV = "TINYCORE_SIMD"
+
+
+def built_levels() -> tuple[str, ...]:
+    """The levels whose kernel modules are installed (baseline always is)."""
+    built = ["baseline"]
+    for level in LEVELS[1:]:
+        if importlib.util.find_spec(f"{PACKAGES[level]}._plan") is not None:
+            built.append(level)
+    return tuple(built)
+
+
+def runnable_levels(flags, built) -> tuple[str, ...]:
+    """The built levels whose required CPU flags are all in ``flags``, narrowest first."""
+    return tuple(level for level in LEVELS
+                 if level in built and REQUIRED_FLAGS[level] <= set(flags))
+
+
+def choose_level(flags, environ, built) -> tuple[str, str]:
+    """Return (level to load, the reason), never a level the CPU cannot run.
+
+    Parameters
+    ----------
+    flags : set of str
+        CPU flags as /proc/cpuinfo lists them (empty when unknown: then only
+        the baseline runs).
+    environ : mapping
+        The environment; ``TINYCORE_SIMD`` asks for a level.
+    built : sequence of str
+        The levels installed (:func:`built_levels`).
+
+    Raises
+    ------
+    ValueError
+        If ``TINYCORE_SIMD`` names no level.
+    """
+    requested = environ.get(ENV, "auto").strip().lower() or "auto"
+    if requested not in ("auto",) + LEVELS:
+        raise ValueError(f"{ENV}={environ[ENV]!r}: expected one of auto, "
+                         f"{', '.join(LEVELS)}")
+    runnable = runnable_levels(flags, built)
+    if requested == "auto":
+        best = runnable[-1]
+        if best == "baseline" and len(built) == 1:
+            return best, "one set of kernels built (TINYCORE_NATIVE=1, or not x86-64)"
+        return best, f"the widest level this CPU runs ({TARGETS[best]})"
+    if requested in runnable:
+        return requested, f"{ENV}={requested}"
+    fallback = [level for level in runnable if LEVELS.index(level) < LEVELS.index(requested)]
+    chosen = fallback[-1]
+    if requested not in built:
+        why = f"the {requested} kernels are not built here"
+    else:
+        missing = sorted(REQUIRED_FLAGS[requested] - set(flags))
+        why = f"this CPU lacks {', '.join(missing)}"
+    return chosen, f"{ENV}={requested} refused ({why}): {chosen} instead"
+
+
+def _decide() -> dict:
+    level, reason = choose_level(_cpu.cpu_flags(), os.environ, built_levels())
+    if reason.startswith(f"{ENV}=") and "refused" in reason:
+        warnings.warn(reason, RuntimeWarning, stacklevel=3)
+    return {"level": level, "package": PACKAGES[level], "reason": reason}
+
+
+#: The level in use for this process, decided once at import.
+decision = _decide()
+
+
+def load(name: str, level: str | None = None) -> ModuleType:
+    """Import kernel module ``name`` (e.g. ``"_plan"``) of ``level`` (default: the one in use).
+
+    Raises
+    ------
+    RuntimeError
+        If ``level`` is one this CPU cannot run or that is not built: its
+        modules are never imported.
+    """
+    level = decision["level"] if level is None else level
+    if level not in runnable_levels(_cpu.cpu_flags(), built_levels()):
+        raise RuntimeError(f"the {level} kernels cannot run here (runnable: "
+                           f"{', '.join(runnable_levels(_cpu.cpu_flags(), built_levels()))})")
+    return importlib.import_module(f"{PACKAGES[level]}.{name}")
