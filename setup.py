@@ -34,6 +34,9 @@ from setuptools.command.build_ext import build_ext
 
 MODULES = ["_blas", "_activations", "_losses", "_dense", "_optim", "_plan"]
 
+# Compiled for the baseline only: what tinycore runs before it chooses a set.
+BASELINE_MODULES = ["_cpuid"]
+
 # Each package holds the whole set of kernel modules, compiled with its flags
 # (GCC/Clang).  The loops are the same source, vectorised by the compiler for
 # the vector width of each level; tinycore/_simd.py picks the package at
@@ -171,6 +174,8 @@ def extensions():
             )
             for name in MODULES
         ]
+    found += [Extension(f"tinycore.{name}", [f"tinycore/{name}.pyx"])
+              for name in BASELINE_MODULES]
     return found
 
 

@@ -34,8 +34,8 @@ N_THREADS = int(os.environ.get("TINYCORE_BENCH_THREADS") or 0) or len(os.sched_g
 # The variables that change what is measured, as the user set them (before
 # the XLA default below), to be shown in front of the recorded command.
 _USER_ENV = {name: os.environ[name] for name in
-             ("TINYCORE_BENCH_THREADS", "PYTHONPATH", "XLA_FLAGS", "OMP_NUM_THREADS",
-              "OPENBLAS_NUM_THREADS")
+             ("TINYCORE_BENCH_THREADS", "TINYCORE_SIMD", "PYTHONPATH", "XLA_FLAGS",
+              "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
              if name in os.environ}
 
 # XLA takes its thread pool from flags read when JAX starts (the builders
@@ -113,7 +113,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
     import tinycore as tc
 
-    blas = tc.show_config(file=io.StringIO())["blas"]   # the BLAS tinycore calls
+    config = tc.show_config(file=io.StringIO())
+    blas = config["blas"]                  # the BLAS tinycore calls
     numpy_blas = [
         {key: pool.get(key) for key in ("internal_api", "version", "architecture",
                                          "num_threads", "filepath")}
@@ -142,5 +143,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         },
         "tinycore_file": tc.__file__,
         "tinycore_blas": blas,
+        # The set of compiled kernels that ran (level, package, vector ISA,
+        # why): compare_builds.py checks it, as TINYCORE_SIMD may be refused.
+        "simd": config["simd"],
         "numpy_blas": numpy_blas,
     }

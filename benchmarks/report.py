@@ -11,6 +11,10 @@ of the sgemm peak measured in the same run.  The machine, the versions and
 the exact command come from the JSON file (benchmarks/conftest.py records
 them), so the report describes the run, not the machine that writes it.
 
+The section that benchmarks/compare_builds.py writes into the same file (the
+SIMD builds compared, a run of its own, between the BUILDS_START and
+BUILDS_END markers) is kept as it is, after the kernel tables.
+
 Standard library only.
 """
 from __future__ import annotations
@@ -24,6 +28,10 @@ from pathlib import Path
 
 TRAIN_ENGINES = ("tinycore", "numpy", "torch", "jax")
 REFERENCE = "tinycore"
+
+#: Markers around compare_builds.py's section of the output file.
+BUILDS_START = "<!-- simd-builds:start -->"
+BUILDS_END = "<!-- simd-builds:end -->"
 
 
 # -- reading -------------------------------------------------------------------
@@ -206,6 +214,12 @@ def kernel_section(groups: dict, peak: float | None, peak_group: str) -> list[st
          "`tc.activations.<name>` (validates, allocates) vs the NumPy formula."),
         ("sgd-", "SGD update", "`tc.SGD(lr).step(model)` (one kernel over the flat "
          "buffer) vs `w -= lr * g` per parameter array."),
+        ("optim-", "Optimizer updates", "`optimizer.step(model)` (one kernel over the flat "
+         "buffer) vs the rule as in-place NumPy ufuncs (`out=`) over one flat buffer "
+         "with preallocated state."),
+        ("softmax-ce-", "Softmax + cross-entropy, value and gradient",
+         "`tc.activations.softmax` + the fused loss value and dL/dZ that `train_step` "
+         "uses vs the same in NumPy into preallocated arrays."),
     ]
     lines = ["## Kernels", ""]
     for prefix, title, note in kinds:
@@ -266,7 +280,17 @@ def extra_run_section(path: Path) -> list[str]:
     return lines
 
 
-def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = ()) -> str:
+def kept_section(path: Path) -> list[str]:
+    """compare_builds.py's section of ``path``, markers included ([] if none)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, end = text.find(BUILDS_START), text.find(BUILDS_END)
+    if start < 0 or end < start:
+        return []
+    return text[start:end + len(BUILDS_END)].splitlines() + [""]
+
+
+def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = (),
+           kept: list[str] = ()) -> str:
     peak, peak_group = sgemm_peak(groups)
     lines = [
         "# tinycore benchmarks",
@@ -281,6 +305,7 @@ def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = ()) ->
     for path in extra:
         lines += extra_run_section(path)
     lines += kernel_section(groups, peak, peak_group)
+    lines += kept
     lines += machine_section(data)
     lines += command_section(data, argv)
     lines += spread_section(groups)
@@ -300,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     groups, data = load(args.json)
     if not groups:
         parser.error(f"{args.json} holds no benchmark (was it run with --benchmark-disable?)")
-    args.output.write_text(render(groups, data, argv, args.also), encoding="utf-8")
+    text = render(groups, data, argv, args.also, kept_section(args.output))
+    args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output} ({len(groups)} groups)")
     return 0
 

@@ -223,3 +223,203 @@ def test_sgemm_peak(benchmark, engine, seed):
     if benchmark.stats is not None:        # None under --benchmark-disable
         median = benchmark.stats.stats.median
         benchmark.extra_info["gflops"] = flops / median / 1e9
+
+
+# -- optimizer updates ----------------------------------------------------------------
+#
+# Groups optim-{name}-{n_params}: tinycore's optimizer.step(model), one kernel
+# over the model's flat parameter buffer, against the same rule written as
+# in-place NumPy ufuncs (out=) over one flat buffer with preallocated state
+# and scratch arrays, the best that NumPy can do without a fused loop.  The
+# model sizes are SGD_MODELS' (the T3 and T4 configurations).  Plain SGD is
+# test_sgd_update above.
+
+OPTIM_LR = 1e-4        # small: thousands of timed steps must keep the weights finite
+
+
+def _np_sgd_momentum(w, g, mu, nesterov):
+    """w -= lr * b, b = mu * b + g (w -= lr * (g + mu * b) with nesterov)."""
+    b = np.zeros_like(w)
+    tmp = np.empty_like(w)
+
+    def step():
+        np.multiply(b, mu, out=b)
+        np.add(b, g, out=b)
+        if nesterov:
+            np.multiply(b, mu, out=tmp)
+            np.add(tmp, g, out=tmp)
+            np.multiply(tmp, OPTIM_LR, out=tmp)
+        else:
+            np.multiply(b, OPTIM_LR, out=tmp)
+        np.subtract(w, tmp, out=w)
+    return step
+
+
+def _np_adagrad(w, g, eps):
+    """s += g * g;  w -= lr * g / (sqrt(s) + eps)."""
+    s = np.zeros_like(w)
+    tmp = np.empty_like(w)
+
+    def step():
+        np.multiply(g, g, out=tmp)
+        np.add(s, tmp, out=s)
+        np.sqrt(s, out=tmp)
+        np.add(tmp, eps, out=tmp)
+        np.divide(g, tmp, out=tmp)
+        np.multiply(tmp, OPTIM_LR, out=tmp)
+        np.subtract(w, tmp, out=w)
+    return step
+
+
+def _np_rmsprop(w, g, rho, eps):
+    """v = rho * v + (1 - rho) * g * g;  w -= lr * g / (sqrt(v) + eps)."""
+    v = np.zeros_like(w)
+    tmp = np.empty_like(w)
+
+    def step():
+        np.multiply(v, rho, out=v)
+        np.multiply(g, g, out=tmp)
+        np.multiply(tmp, 1.0 - rho, out=tmp)
+        np.add(v, tmp, out=v)
+        np.sqrt(v, out=tmp)
+        np.add(tmp, eps, out=tmp)
+        np.divide(g, tmp, out=tmp)
+        np.multiply(tmp, OPTIM_LR, out=tmp)
+        np.subtract(w, tmp, out=w)
+    return step
+
+
+def _np_adam(w, g, beta1, beta2, eps, decoupled_decay):
+    """PyTorch's Adam (AdamW: w *= 1 - lr * decay first), bias-corrected at step t."""
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    tmp = np.empty_like(w)
+    t = 0
+
+    def step():
+        nonlocal t
+        t += 1
+        if decoupled_decay:
+            np.multiply(w, 1.0 - OPTIM_LR * decoupled_decay, out=w)
+        np.multiply(m, beta1, out=m)
+        np.multiply(g, 1.0 - beta1, out=tmp)
+        np.add(m, tmp, out=m)
+        np.multiply(v, beta2, out=v)
+        np.multiply(g, g, out=tmp)
+        np.multiply(tmp, 1.0 - beta2, out=tmp)
+        np.add(v, tmp, out=v)
+        # w -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps);
+        # the two corrections are scalars, computed once per step.
+        np.sqrt(v, out=tmp)
+        np.multiply(tmp, 1.0 / np.sqrt(1.0 - beta2 ** t), out=tmp)
+        np.add(tmp, eps, out=tmp)
+        np.divide(m, tmp, out=tmp)
+        np.multiply(tmp, OPTIM_LR / (1.0 - beta1 ** t), out=tmp)
+        np.subtract(w, tmp, out=w)
+    return step
+
+
+# name -> (tinycore optimizer, NumPy step builder taking (w, g)); the
+# hyper-parameters are the usual ones (momentum 0.9) and the classes' defaults.
+OPTIMIZER_CASES = {
+    "sgd_momentum": (lambda: tc.SGD(lr=OPTIM_LR, momentum=0.9),
+                     lambda w, g: _np_sgd_momentum(w, g, 0.9, nesterov=False)),
+    "nesterov": (lambda: tc.SGD(lr=OPTIM_LR, momentum=0.9, nesterov=True),
+                 lambda w, g: _np_sgd_momentum(w, g, 0.9, nesterov=True)),
+    "adagrad": (lambda: tc.Adagrad(lr=OPTIM_LR, eps=1e-10),
+                lambda w, g: _np_adagrad(w, g, 1e-10)),
+    "rmsprop": (lambda: tc.RMSProp(lr=OPTIM_LR, rho=0.9, eps=1e-7),
+                lambda w, g: _np_rmsprop(w, g, 0.9, 1e-7)),
+    "adam": (lambda: tc.Adam(lr=OPTIM_LR, beta1=0.9, beta2=0.999, eps=1e-8),
+             lambda w, g: _np_adam(w, g, 0.9, 0.999, 1e-8, decoupled_decay=0.0)),
+    "adamw": (lambda: tc.AdamW(lr=OPTIM_LR, beta1=0.9, beta2=0.999, eps=1e-8,
+                               weight_decay=0.01),
+              lambda w, g: _np_adam(w, g, 0.9, 0.999, 1e-8, decoupled_decay=0.01)),
+}
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "numpy"])
+@pytest.mark.parametrize("sizes", list(SGD_MODELS.values()), ids=list(SGD_MODELS))
+@pytest.mark.parametrize("name", list(OPTIMIZER_CASES))
+def test_optimizer_update(benchmark, name, sizes, engine, seed):
+    model = tc.Sequential([tc.Dense(i, o, activation="relu")
+                           for i, o in zip(sizes, sizes[1:])], seed=seed)
+    rng = np.random.default_rng([seed, 4])
+    model.grad_buffer[:] = rng.standard_normal(model.n_params, dtype=F32)
+    make_optimizer, make_numpy_step = OPTIMIZER_CASES[name]
+    w = model.param_buffer.copy()
+    numpy_step = make_numpy_step(w, model.grad_buffer.copy())
+    optimizer = make_optimizer()
+    # Two steps from the same weights must agree (the second one reads the
+    # state, and Adam's bias correction changes with t); they also allocate
+    # tinycore's state buffers, so that no timed step does.
+    for _ in range(2):
+        optimizer.step(model)
+        numpy_step()
+        np.testing.assert_allclose(w, model.param_buffer, rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+    benchmark.group = f"optim-{name}-{model.n_params}"
+    benchmark.extra_info.update(engine=engine, n_params=model.n_params)
+    if engine == "tinycore":
+        benchmark(optimizer.step, model)
+    else:
+        benchmark(numpy_step)
+
+
+# -- softmax + cross-entropy ----------------------------------------------------------
+#
+# Groups softmax-ce-b{batch}x{classes}: the end of a training step with a
+# softmax output and cross-entropy, from the logits Z and int64 labels:
+# P = softmax(Z), the mean loss, and dL/dZ = (P - onehot(y)) / batch.
+
+LOSS_SHAPES = [(128, 10), (256, 1000)]   # T3's output layer; a 1000-class one
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "numpy"])
+@pytest.mark.parametrize("shape", LOSS_SHAPES, ids=[f"b{b}x{c}" for b, c in LOSS_SHAPES])
+def test_softmax_cross_entropy(benchmark, shape, engine, seed):
+    batch, classes = shape
+    rng = np.random.default_rng([seed, 5, classes])
+    Z = 3.0 * rng.standard_normal(shape, dtype=F32)
+    y = rng.integers(0, classes, size=batch, dtype=np.int64)
+    dZ = np.empty(shape, F32)
+    if engine == "tinycore":
+        loss = tc.losses.CrossEntropy()
+
+        # What train_step runs: the softmax kernel (here through the public
+        # function, which validates and allocates P), then the fused value
+        # and gradient from the logits.  _fused is the loss's private hook
+        # for the model; the public loss.value/grad take probabilities and
+        # are the unfused path that train_step does not use.
+        def step():
+            P = tc.activations.softmax(Z)
+            return loss._fused(Z, P, y, dZ)
+    else:
+        P = np.empty(shape, F32)
+        row_max = np.empty((batch, 1), F32)
+        row_sum = np.empty((batch, 1), F32)
+        rows = np.arange(batch)
+
+        # numpy_mlp.py's fused softmax + cross-entropy, into preallocated arrays.
+        def step():
+            np.max(Z, axis=1, keepdims=True, out=row_max)
+            np.subtract(Z, row_max, out=P)
+            shifted_label = P[rows, y]
+            np.exp(P, out=P)
+            np.sum(P, axis=1, keepdims=True, out=row_sum)
+            value = float(np.mean(np.log(row_sum[:, 0]) - shifted_label))
+            np.divide(P, row_sum, out=P)
+            np.multiply(P, 1.0 / batch, out=dZ)
+            dZ[rows, y] -= 1.0 / batch
+            return value
+    value = step()
+    reference = Z.astype(np.float64)
+    reference -= reference.max(axis=1, keepdims=True)
+    log_p = reference - np.log(np.exp(reference).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(value, -log_p[np.arange(batch), y].mean(), rtol=1e-5)
+    expected = np.exp(log_p)
+    expected[np.arange(batch), y] -= 1.0
+    np.testing.assert_allclose(dZ, expected / batch, rtol=1e-4, atol=1e-7)
+    benchmark.group = f"softmax-ce-b{batch}x{classes}"
+    benchmark.extra_info.update(engine=engine, batch=batch, classes=classes)
+    benchmark(step)

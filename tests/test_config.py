@@ -6,19 +6,15 @@ import pytest
 import tinycore as tc
 from tinycore import _cpu
 
-AVX512 = {"avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
-
-
-@pytest.mark.parametrize("flags,environ,loaded,expected", [
-    (AVX512, {}, False, "SkylakeX"),
-    (AVX512 - {"avx512bw"}, {}, False, None),          # a subset missing: never
-    ({"avx2", "fma"}, {}, False, None),                 # no AVX-512 at all
-    (AVX512, {"OPENBLAS_CORETYPE": "Zen"}, False, None),   # the user's choice wins
-    (AVX512, {"TINYCORE_BLAS_CORETYPE": "off"}, False, None),
-    (AVX512, {}, True, None),                           # BLAS already loaded
+@pytest.mark.parametrize("level,environ,loaded,expected", [
+    (4, {}, False, "SkylakeX"),
+    (3, {}, False, None),                               # no AVX-512
+    (4, {"OPENBLAS_CORETYPE": "Zen"}, False, None),     # the user's choice wins
+    (4, {"TINYCORE_BLAS_CORETYPE": "off"}, False, None),
+    (4, {}, True, None),                                # BLAS already loaded
 ])
-def test_choose_coretype(flags, environ, loaded, expected):
-    coretype, reason = _cpu.choose_coretype(flags, environ, loaded)
+def test_choose_coretype(level, environ, loaded, expected):
+    coretype, reason = _cpu.choose_coretype(level, environ, loaded)
     assert coretype == expected
     assert reason
 
@@ -31,6 +27,35 @@ def test_cpu_flags_parses_the_flags_line(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
     assert _cpu.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx2"}
+
+
+V2 = _cpu.LEVEL_FLAGS[2]
+V3 = V2 | _cpu.LEVEL_FLAGS[3]
+
+
+@pytest.mark.parametrize("flags, level", [
+    ({"sse2"}, 1),
+    (V2, 2),
+    (V3 - {"fma"}, 2),
+    (V3, 3),
+    (V3 | _cpu.LEVEL_FLAGS[4] - {"avx512vl"}, 3),
+    (V3 | _cpu.LEVEL_FLAGS[4], 4),
+    (_cpu.LEVEL_FLAGS[3] | _cpu.LEVEL_FLAGS[4], 1),     # levels build on each other
+])
+def test_level_from_flags(flags, level):
+    assert _cpu.level_from_flags(flags) == level
+
+
+def test_the_cpu_level_comes_from_cpuid_and_agrees_with_the_kernel():
+    from tinycore import _cpuid
+    level = _cpuid.x86_64_level()
+    if level == -1:
+        pytest.skip("this build cannot ask CPUID (not x86, or no GCC/Clang)")
+    assert level in (1, 2, 3, 4)
+    assert _cpu.x86_64_level() == level
+    flags = _cpu.cpu_flags()
+    if flags:   # Linux lists the host's flags: the same CPU unless emulated
+        assert level == _cpu.level_from_flags(flags)
 
 
 def test_show_config_names_the_blas_and_its_threads():

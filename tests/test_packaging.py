@@ -106,13 +106,24 @@ REX = re.compile(r"^rex(\.[WRXB]+)?$")
 INSTRUCTION_LINE = re.compile(r"^\s*[0-9a-f]+:\t(.*)$")
 
 
+#: Guarded instructions, allowed in the named functions only: libgcc's CPU
+#: detection (linked into _cpuid by ``__builtin_cpu_init``) runs ``xgetbv``
+#: only after CPUID has reported OSXSAVE, which no CPU without XSAVE does.
+GUARDED = {"xgetbv": re.compile(r"^get_available_features(\.|$)")}
+FUNCTION_LINE = re.compile(r"^[0-9a-f]+ <([^>]+)>:$")
+
+
 def beyond_baseline(disassembly):
     """The instructions of ``objdump -d --no-show-raw-insn -M intel`` output beyond x86-64-v1.
 
     Returns (number of instructions read, [(feature, instruction text), ...]).
     """
-    count, found = 0, []
+    count, found, function = 0, [], ""
     for line in disassembly.splitlines():
+        function_match = FUNCTION_LINE.match(line)
+        if function_match:
+            function = function_match.group(1)
+            continue
         match = INSTRUCTION_LINE.match(line)
         if not match:
             continue
@@ -139,6 +150,8 @@ def beyond_baseline(disassembly):
             feature = "SSE4.1"  # pextrw to memory; pextrw to a register is SSE2
         if feature is None and BEYOND_BASELINE_REGISTER.search(operands):
             feature = "AVX registers"
+        if mnemonic in GUARDED and GUARDED[mnemonic].match(function):
+            feature = None
         if feature is not None:
             found.append((feature, text))
     return count, found
@@ -266,6 +279,50 @@ def test_each_wider_set_uses_its_level_and_no_more(level):
         assert avx512["_activations"] > 100, f"the AVX-512 set hardly uses AVX-512: {avx512}"
 
 
+#: A few training steps, printing the CPU level tinycore saw, the set it chose and the loss.
+_TRAIN_A_LITTLE = """
+import numpy as np, tinycore as tc
+from tinycore import _cpu, _simd
+model = tc.Sequential([tc.Dense(4, 8, activation="tanh"),
+                       tc.Dense(8, 3, activation="softmax")], seed=0)
+model.compile(loss="cross_entropy", optimizer=tc.Adam(lr=0.01))
+x = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+y = np.arange(16) % 3
+losses = [model.train_step(x, y) for _ in range(5)]
+assert losses[-1] < losses[0], losses
+print(_cpu.x86_64_level(), _simd.decision["level"])
+"""
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="qemu-x86_64 (Debian's qemu-user) is not installed")
+@needs_x86_64_objdump[0]
+@pytest.mark.parametrize("cpu, level, chosen", [("Nehalem", 2, "baseline"),
+                                                ("Haswell", 3, "avx2")])
+def test_the_set_follows_the_cpu_that_runs_it(cpu, level, chosen):
+    """Under an emulated older CPU tinycore trains, on the set that CPU runs.
+
+    qemu-user shows the host's /proc/cpuinfo (AVX2 here) to the emulated
+    Nehalem, which has no AVX: the choice must come from CPUID, or the
+    process would stop with "illegal instruction".  Nehalem (x86-64-v2) is
+    the oldest model NumPy 2.4's own wheels run on.
+    """
+    if _native_build():
+        pytest.skip("TINYCORE_NATIVE is set: this build targets this CPU on purpose")
+    if chosen not in _simd.built_levels():
+        pytest.skip(f"the {chosen} set is not built")
+    env = {key: value for key, value in os.environ.items() if key != "TINYCORE_SIMD"}
+    # The tinycore under test first on the path, whatever the interpreter finds.
+    here = str(pathlib.Path(tinycore.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        ["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", _TRAIN_A_LITTLE],
+        capture_output=True, text=True, timeout=300, env=env, check=False)
+    messages = [line for line in result.stderr.splitlines() if "TCG doesn't support" not in line]
+    assert result.returncode == 0, "\n".join(messages[-20:])
+    assert result.stdout.split() == [str(level), chosen]
+
+
 #: The kernel modules, compiled once per level (setup.py's MODULES).
 MODULES = {"_blas", "_activations", "_losses", "_dense", "_optim", "_plan"}
 
@@ -301,12 +358,16 @@ def test_the_baseline_list_sorts_instructions_rightly():
             104f:\thaddpd xmm0,xmm1
             1053:\tmovq   rax,xmm17
             1059:\tshlx   eax,edi,esi
+            105e:\txgetbv
+
+        0000000000002000 <get_available_features.constprop.0>:
+            2000:\txgetbv
         """)
     count, found = beyond_baseline(lines)
-    assert count == 19
+    assert count == 21
     assert [feature for feature, _ in found] == [
         "AVX (VEX/EVEX)", "SSE4.1", "SSE4.1", "POPCNT", "SSSE3", "AVX-512 mask",
-        "CMPXCHG16B", "SSE3", "AVX registers", "BMI2"]
+        "CMPXCHG16B", "SSE3", "AVX registers", "BMI2", "XSAVE"]
 
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,

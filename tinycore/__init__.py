@@ -10,12 +10,11 @@ Examples
 ...                        tc.Dense(32, 10, activation="softmax")], seed=0)
 >>> model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
 """
-# Before anything loads SciPy's BLAS: ask for the widest kernels the CPU has.
-from tinycore import _cpu
-
-_cpu.select_blas_kernels()
-
 try:
+    # Before anything loads SciPy's BLAS: ask for the widest kernels the CPU has.
+    from tinycore import _cpu
+
+    _cpu.select_blas_kernels()
     # The widest set of compiled kernels this CPU runs (tinycore._simd).
     from tinycore import _simd
 

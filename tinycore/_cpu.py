@@ -1,21 +1,31 @@
-"""Which BLAS kernels to ask for, from what the CPU reports.
+"""What the CPU runs: its x86-64 level, and the BLAS kernels to ask for.
+
+The level (CPUID, through ``tinycore._cpuid``) decides which compiled set of
+tinycore's kernels is loaded (``tinycore._simd``) and whether SciPy's
+OpenBLAS may use its AVX-512 kernels.
 
 SciPy's OpenBLAS picks its kernels when it is loaded.  On some CPUs with
 AVX-512 (AMD Zen 4 among them) its detection falls back to the AVX2
 ("Haswell") kernels, which leave half the vector width unused.  Before SciPy
 loads it, tinycore sets ``OPENBLAS_CORETYPE=SkylakeX`` when, and only when,
-the operating system reports every AVX-512 subset those kernels use, so a CPU
+the CPU runs x86-64-v4 (every AVX-512 subset those kernels use), so a CPU
 without them never gets them (they would stop the process with SIGILL).
 
 This module imports nothing that loads a BLAS.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
-#: AVX-512 subsets used by OpenBLAS's SkylakeX kernels.
-SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+#: CPU flags (as the Linux kernel names them) of each x86-64 level beyond the
+#: first; only used where CPUID cannot be asked.  abm is LZCNT.
+LEVEL_FLAGS = {
+    2: frozenset({"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}),
+    3: frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    4: frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+}
 
 #: What tinycore decided at import, for show_config().
 decision = {"coretype": None, "reason": "not decided yet"}
@@ -33,13 +43,39 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def choose_coretype(flags, environ, blas_loaded: bool) -> tuple[str | None, str]:
+def level_from_flags(flags) -> int:
+    """The x86-64 level that a /proc/cpuinfo flag set reports (1 if none known)."""
+    level = 1
+    for candidate in (2, 3, 4):
+        if not LEVEL_FLAGS[candidate] <= set(flags):
+            break
+        level = candidate
+    return level
+
+
+@functools.cache
+def x86_64_level() -> int:
+    """The x86-64 level (1-4) of the CPU running this process; 0 off x86-64.
+
+    Asked of the CPU itself (CPUID); /proc/cpuinfo only where this build
+    cannot ask, as it may describe another CPU (the host's, under an emulator).
+    """
+    from tinycore import _cpuid
+
+    level = _cpuid.x86_64_level()
+    if level > 0:
+        return level
+    flags = cpu_flags()
+    return level_from_flags(flags) if "sse2" in flags else 0
+
+
+def choose_coretype(level: int, environ, blas_loaded: bool) -> tuple[str | None, str]:
     """Return (OPENBLAS_CORETYPE to set or None, the reason), deciding nothing unsafe.
 
     Parameters
     ----------
-    flags : set of str
-        CPU flags as /proc/cpuinfo lists them.
+    level : int
+        The CPU's x86-64 level (:func:`x86_64_level`); AVX-512 is level 4.
     environ : mapping
         The environment; a user's OPENBLAS_CORETYPE is never overridden, and
         ``TINYCORE_BLAS_CORETYPE=off`` turns the choice off.
@@ -50,7 +86,7 @@ def choose_coretype(flags, environ, blas_loaded: bool) -> tuple[str | None, str]
         return None, "TINYCORE_BLAS_CORETYPE=off: OpenBLAS chooses its own kernels"
     if environ.get("OPENBLAS_CORETYPE"):
         return None, f"OPENBLAS_CORETYPE={environ['OPENBLAS_CORETYPE']} set by the user"
-    if not SKYLAKEX_FLAGS <= set(flags):
+    if level < 4:
         return None, "no AVX-512 on this CPU: OpenBLAS chooses its own kernels"
     if blas_loaded:
         return None, ("AVX-512 present, but SciPy's BLAS was loaded before tinycore: "
@@ -61,7 +97,7 @@ def choose_coretype(flags, environ, blas_loaded: bool) -> tuple[str | None, str]
 def select_blas_kernels() -> None:
     """Apply :func:`choose_coretype` to this process (called once, at import)."""
     blas_loaded = "scipy.linalg.cython_blas" in sys.modules or "scipy.linalg" in sys.modules
-    coretype, reason = choose_coretype(cpu_flags(), os.environ, blas_loaded)
+    coretype, reason = choose_coretype(x86_64_level(), os.environ, blas_loaded)
     if coretype is not None:
         os.environ["OPENBLAS_CORETYPE"] = coretype
     decision.update(coretype=coretype, reason=reason)

@@ -5,16 +5,16 @@ setup.py compiles the kernel modules (``_blas``, ``_activations``,
 level, from the same sources; the compiler vectorises their loops for each
 level's vector width:
 
-========  ====================  ==========  =========================================
-level     package               compiled    the CPU must report (Linux /proc/cpuinfo)
-========  ====================  ==========  =========================================
-baseline  ``tinycore``          x86-64      nothing: every x86-64 CPU runs it
-avx2      ``tinycore._avx2``    x86-64-v3   avx avx2 bmi1 bmi2 f16c fma abm movbe xsave
-avx512    ``tinycore._avx512``  x86-64-v4   the above and avx512f bw cd dq vl
-========  ====================  ==========  =========================================
+========  ====================  ==========================================
+level     package               compiled for (the CPU must run it)
+========  ====================  ==========================================
+baseline  ``tinycore``          x86-64: every x86-64 CPU
+avx2      ``tinycore._avx2``    x86-64-v3: AVX, AVX2, FMA, BMI2, F16C ...
+avx512    ``tinycore._avx512``  x86-64-v4: the above and AVX-512 F BW CD DQ VL
+========  ====================  ==========================================
 
-At import, tinycore loads the widest set the CPU runs; the others are never
-imported, so a CPU never meets an instruction it lacks.  ``TINYCORE_SIMD``
+At import, tinycore loads the widest set the CPU runs (its level asked of the
+CPU by CPUID, tinycore._cpu.x86_64_level); the others are never imported, so a CPU never meets an instruction it lacks.  ``TINYCORE_SIMD``
 (``auto``, ``baseline``, ``avx2`` or ``avx512``), read once at import, asks
 for a level: ``baseline`` is how to compare with, or work around, the wider
 sets.  A level the CPU cannot run is refused with a warning, and the widest
@@ -40,17 +40,8 @@ LEVELS = ("baseline", "avx2", "avx512")
 #: The package holding each level's kernel modules.
 PACKAGES = {"baseline": "tinycore", "avx2": "tinycore._avx2", "avx512": "tinycore._avx512"}
 
-#: What each level was compiled for (setup.py's SIMD_BUILDS).
-TARGETS = {"baseline": "x86-64", "avx2": "x86-64-v3", "avx512": "x86-64-v4"}
-
-# The features -march=x86-64-v3 and -v4 let the compiler use, as the Linux
-# kernel names them (abm is LZCNT; the kernel clears avx* when the operating
-# system does not save the AVX registers, so the flags mean "usable").
-_X86_64_V3 = frozenset({"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"})
-_X86_64_V4 = _X86_64_V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
-
-#: CPU flags each level needs.
-REQUIRED_FLAGS = {"baseline": frozenset(), "avx2": _X86_64_V3, "avx512": _X86_64_V4}
+#: The x86-64 level each set was compiled for: the CPU must run it.
+REQUIRED_LEVEL = {"baseline": 0, "avx2": 3, "avx512": 4}
 
 #: The environment variable that asks for a level.
 ENV = "TINYCORE_SIMD"
@@ -65,20 +56,20 @@ def built_levels() -> tuple[str, ...]:
     return tuple(built)
 
 
-def runnable_levels(flags, built) -> tuple[str, ...]:
-    """The built levels whose required CPU flags are all in ``flags``, narrowest first."""
+def runnable_levels(cpu_level, built) -> tuple[str, ...]:
+    """The built levels a CPU of x86-64 level ``cpu_level`` runs, narrowest first."""
     return tuple(level for level in LEVELS
-                 if level in built and REQUIRED_FLAGS[level] <= set(flags))
+                 if level in built and REQUIRED_LEVEL[level] <= cpu_level)
 
 
-def choose_level(flags, environ, built) -> tuple[str, str]:
+def choose_level(cpu_level, environ, built) -> tuple[str, str]:
     """Return (level to load, the reason), never a level the CPU cannot run.
 
     Parameters
     ----------
-    flags : set of str
-        CPU flags as /proc/cpuinfo lists them (empty when unknown: then only
-        the baseline runs).
+    cpu_level : int
+        The CPU's x86-64 level, 1 to 4 (0 off x86-64: only the baseline,
+        then compiled for that architecture, runs).
     environ : mapping
         The environment; ``TINYCORE_SIMD`` asks for a level.
     built : sequence of str
@@ -93,26 +84,26 @@ def choose_level(flags, environ, built) -> tuple[str, str]:
     if requested not in ("auto",) + LEVELS:
         raise ValueError(f"{ENV}={environ[ENV]!r}: expected one of auto, "
                          f"{', '.join(LEVELS)}")
-    runnable = runnable_levels(flags, built)
+    runnable = runnable_levels(cpu_level, built)
     if requested == "auto":
         best = runnable[-1]
         if best == "baseline" and len(built) == 1:
             return best, "one set of kernels built (TINYCORE_NATIVE=1, or not x86-64)"
-        return best, f"the widest level this CPU runs ({TARGETS[best]})"
+        return best, f"the widest set this CPU runs (it is x86-64-v{cpu_level})"
     if requested in runnable:
         return requested, f"{ENV}={requested}"
     fallback = [level for level in runnable if LEVELS.index(level) < LEVELS.index(requested)]
     chosen = fallback[-1]
     if requested not in built:
-        why = f"the {requested} kernels are not built here"
+        why = f"the {requested} set is not built here"
     else:
-        missing = sorted(REQUIRED_FLAGS[requested] - set(flags))
-        why = f"this CPU lacks {', '.join(missing)}"
+        why = (f"it needs x86-64-v{REQUIRED_LEVEL[requested]}, "
+               f"this CPU is x86-64-v{cpu_level}")
     return chosen, f"{ENV}={requested} refused ({why}): {chosen} instead"
 
 
 def _decide() -> dict:
-    level, reason = choose_level(_cpu.cpu_flags(), os.environ, built_levels())
+    level, reason = choose_level(_cpu.x86_64_level(), os.environ, built_levels())
     if reason.startswith(f"{ENV}=") and "refused" in reason:
         warnings.warn(reason, RuntimeWarning, stacklevel=3)
     return {"level": level, "package": PACKAGES[level], "reason": reason}
@@ -132,7 +123,8 @@ def load(name: str, level: str | None = None) -> ModuleType:
         modules are never imported.
     """
     level = decision["level"] if level is None else level
-    if level not in runnable_levels(_cpu.cpu_flags(), built_levels()):
+    runnable = runnable_levels(_cpu.x86_64_level(), built_levels())
+    if level not in runnable:
         raise RuntimeError(f"the {level} kernels cannot run here (runnable: "
-                           f"{', '.join(runnable_levels(_cpu.cpu_flags(), built_levels()))})")
+                           f"{', '.join(runnable)})")
     return importlib.import_module(f"{PACKAGES[level]}.{name}")
