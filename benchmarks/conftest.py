@@ -113,8 +113,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
     import tinycore as tc
 
-    config = tc.show_config(file=io.StringIO())
-    blas = config["blas"]                  # the BLAS tinycore calls
+    shown = tc.show_config(file=io.StringIO())
+    blas = shown["blas"]                   # the BLAS tinycore calls
     numpy_blas = [
         {key: pool.get(key) for key in ("internal_api", "version", "architecture",
                                          "num_threads", "filepath")}
@@ -145,6 +145,6 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "tinycore_blas": blas,
         # The set of compiled kernels that ran (level, package, vector ISA,
         # why): compare_builds.py checks it, as TINYCORE_SIMD may be refused.
-        "simd": config["simd"],
+        "simd": shown["simd"],
         "numpy_blas": numpy_blas,
     }
