@@ -1,4 +1,4 @@
-"""Which compiled set of kernels to run, from what the CPU reports.
+"""Which compiled set of kernels to run, from the CPU that runs them.
 
 setup.py compiles the kernel modules (``_blas``, ``_activations``,
 ``_losses``, ``_dense``, ``_optim``, ``_plan``) once per instruction-set
@@ -14,7 +14,8 @@ avx512    ``tinycore._avx512``  x86-64-v4: the above and AVX-512 F BW CD DQ VL
 ========  ====================  ==========================================
 
 At import, tinycore loads the widest set the CPU runs (its level asked of the
-CPU by CPUID, tinycore._cpu.x86_64_level); the others are never imported, so a CPU never meets an instruction it lacks.  ``TINYCORE_SIMD``
+CPU by CPUID, tinycore._cpu.x86_64_level); the others are never imported, so
+a CPU never meets an instruction it lacks.  ``TINYCORE_SIMD``
 (``auto``, ``baseline``, ``avx2`` or ``avx512``), read once at import, asks
 for a level: ``baseline`` is how to compare with, or work around, the wider
 sets.  A level the CPU cannot run is refused with a warning, and the widest
