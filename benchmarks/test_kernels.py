@@ -9,6 +9,10 @@ Groups (engines side by side):
     act-{name}_grad-256x1024             tc.activations.<name>_grad  vs the NumPy formula
     sgd-{n_params}                       tc.SGD(lr).step(model)      vs  w -= lr * g per array
     sgemm-1024                           np.matmul float32 (the peak) and scipy's sgemm
+    gemm-{NN|TN|NT}-{m}x{n}x{k}          the products of a T2 / T5 training step:
+                                         tinycore's _gemm (kernel or BLAS, as the
+                                         crossover says), its small-product kernel
+                                         forced, and np.matmul
 
 tinycore's public functions validate their input and allocate their output
 on every call (that is their API); the NumPy side of the dense benchmarks
@@ -423,3 +427,51 @@ def test_softmax_cross_entropy(benchmark, shape, engine, seed):
     benchmark.group = f"softmax-ce-b{batch}x{classes}"
     benchmark.extra_info.update(engine=engine, batch=batch, classes=classes)
     benchmark(step)
+
+
+# -- small products of the training steps ---------------------------------------------
+
+# (trans_a, trans_b, m, n, k) of the T2 (64-32-10, batch 32) and T5 (32-10x32-10,
+# batch 64) steps: forward Z = X W (NN), dW = X^T dZ (TN), dX = dZ W^T (NT).
+TRAIN_GEMMS = [
+    (False, False, 32, 32, 64), (False, False, 32, 10, 32), (True, False, 64, 32, 32),
+    (True, False, 32, 10, 32), (False, True, 32, 32, 10),                    # T2
+    (False, False, 64, 32, 32), (False, False, 64, 10, 32), (True, False, 32, 32, 64),
+    (True, False, 32, 10, 64), (False, True, 64, 32, 32), (False, True, 64, 32, 10),  # T5
+]
+
+
+def _gemm_id(case):
+    trans_a, trans_b, m, n, k = case
+    return f"{'NT'[trans_a]}{'NT'[trans_b]}-{m}x{n}x{k}"
+
+
+@pytest.mark.parametrize("engine", ["tinycore", "kernel", "numpy"])
+@pytest.mark.parametrize("case", TRAIN_GEMMS, ids=_gemm_id)
+def test_small_gemm(benchmark, case, engine, seed):
+    """C = op(A) op(B), float32, through the same Python-level call for the
+    first two engines (the hooks of tinycore._blas), so that their difference
+    is the product itself: "tinycore" is what a training step runs, "kernel"
+    the small-product loop whichever side of the crossover the shape is on."""
+    from tinycore import _simd
+
+    _blas = _simd.load("_blas")      # the SIMD set in use, as in a training step
+
+    trans_a, trans_b, m, n, k = case
+    rng = np.random.default_rng([seed, 4, m, n, k])
+    A = rng.standard_normal((k, m) if trans_a else (m, k), dtype=F32)
+    B = rng.standard_normal((n, k) if trans_b else (k, n), dtype=F32)
+    C = np.empty((m, n), F32)
+    benchmark.group = f"gemm-{_gemm_id(case)}"
+    benchmark.extra_info.update(engine=engine, flops=2 * m * n * k,
+                                kernel=_blas._gemm_uses_kernel(True, trans_a, trans_b, m, n, k))
+    if engine == "numpy":
+        op_a, op_b = (A.T if trans_a else A), (B.T if trans_b else B)
+        fn = lambda: np.matmul(op_a, op_b, out=C)
+    else:
+        hook = _blas._gemm_memview if engine == "tinycore" else _blas._small_gemm_memview
+        fn = lambda: hook(trans_a, trans_b, 1.0, A, B, 0.0, C)
+    fn()
+    np.testing.assert_allclose(C, (A.T if trans_a else A) @ (B.T if trans_b else B),
+                               rtol=1e-4, atol=1e-4)
+    benchmark(fn)

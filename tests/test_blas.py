@@ -1,4 +1,8 @@
-"""The typed GEMM wrapper (tinycore._blas) against NumPy, over every flag combination."""
+"""The typed GEMM wrapper (tinycore._blas) against NumPy, over every flag combination.
+
+The module tested is the SIMD set in use (tinycore._simd: TINYCORE_SIMD=baseline
+tests the baseline's); tests/test_simd.py compares the sets with each other.
+"""
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 
@@ -6,15 +10,23 @@ import numpy as np
 import pytest
 
 import tinycore
-from tinycore import _blas
+from tinycore import _simd
+
+_blas = _simd.load("_blas")
 
 # float32 accumulates k products with a unit roundoff of 6e-8; float64 with 1e-16.
 TOL = {np.dtype("float32"): dict(rtol=1e-4, atol=1e-4),
        np.dtype("float64"): dict(rtol=1e-12, atol=1e-12)}
 
-# (m, n, k) of C = op(A) @ op(B): 1x1, k = 1, vectors, non-square, and sizes past
-# the small blocking of optimised BLAS.
-SHAPES = [(1, 1, 1), (3, 5, 4), (7, 2, 6), (1, 6, 3), (5, 1, 1), (33, 17, 65)]
+# (m, n, k) of C = op(A) @ op(B): 1x1, k = 1, vectors, non-square, sizes past
+# the small blocking of optimised BLAS, odd sizes around the kernel's tiles
+# (2 or 4 rows x 32 columns), the products of the benchmark networks, and
+# sizes past the crossover, so that _gemm takes both its kernel and BLAS
+# (test_shapes_cover_both_sides_of_the_crossover checks it for this build).
+SHAPES = [(1, 1, 1), (3, 5, 4), (7, 2, 6), (1, 6, 3), (5, 1, 1), (33, 17, 65),
+          (6, 6, 6), (17, 33, 7), (3, 65, 17), (65, 7, 33), (33, 31, 3),
+          (32, 32, 64), (32, 10, 32), (64, 32, 32), (32, 32, 10), (64, 10, 32),
+          (2, 96, 128), (100, 70, 129), (128, 128, 128)]
 ALPHA_BETA = [(1.0, 0.0), (0.5, 0.0), (1.0, 1.0), (-2.0, 0.3)]
 
 
@@ -125,3 +137,119 @@ def test_sigmoid_from_threads_is_identical(dtype, rng):
         for out in results:
             # Elementwise and deterministic: bit-for-bit the same.
             np.testing.assert_array_equal(out, single)
+
+
+# --- the small-product kernel ------------------------------------------------
+
+KMAX = 128     # TC_GEMM_KMAX: the longest sum the kernel takes
+
+
+def _in_order_reference(trans_a, trans_b, alpha, a, b, beta, c):
+    """What the kernel computes, rounding step by step in a's dtype.
+
+    Each element is a sum over p in increasing order, started from the first
+    product: a product, then an addition, each rounded (NumPy never fuses
+    them).  alpha and beta are applied in float64 and the result rounded
+    once.  Matching this bit for bit is what makes every SIMD build of the
+    kernel agree: vector width may change which elements are computed
+    together, never these steps.
+    """
+    op_a = a.T if trans_a else a
+    op_b = b.T if trans_b else b
+    total = op_a[:, :1] * op_b[:1, :]
+    for p in range(1, op_a.shape[1]):
+        total = total + op_a[:, p:p + 1] * op_b[p:p + 1, :]
+    scaled = alpha * total.astype(np.float64)
+    if beta != 0.0:
+        scaled = scaled + beta * c.astype(np.float64)
+    return scaled.astype(a.dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:-2] + [(40, 3, KMAX), (1, 33, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("alpha, beta", ALPHA_BETA)
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_kernel_is_the_in_order_sum_bit_for_bit(dtype, rng, trans_a, trans_b, alpha,
+                                                 beta, shape):
+    m, n, k = shape
+    a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+    expected = _in_order_reference(trans_a, trans_b, alpha, a, b, beta, c)
+    exact = _expected(trans_a, trans_b, alpha, a, b, beta, c)
+    if beta == 0.0:
+        c[...] = np.nan     # never read when beta == 0
+    _blas._small_gemm_memview(trans_a, trans_b, alpha, a, b, beta, c)
+    np.testing.assert_array_equal(c, expected)
+    np.testing.assert_allclose(c, exact, **TOL[dtype])
+
+
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_gemm_takes_the_kernel_bit_for_bit(dtype, rng, trans_a, trans_b):
+    # Wherever _gemm takes the kernel, it gives the kernel's exact bits.
+    float32 = dtype == np.float32
+    used = [s for s in SHAPES if _blas._gemm_uses_kernel(float32, trans_a, trans_b, *s)]
+    assert used, "no shape of SHAPES takes the kernel"
+    for m, n, k in used:
+        a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+        c[...] = np.nan
+        _blas._gemm_memview(trans_a, trans_b, 1.0, a, b, 0.0, c)
+        np.testing.assert_array_equal(
+            c, _in_order_reference(trans_a, trans_b, 1.0, a, b, 0.0, c), err_msg=str((m, n, k)))
+
+
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_shapes_cover_both_sides_of_the_crossover(dtype, trans_a, trans_b):
+    float32 = dtype == np.float32
+    sides = {_blas._gemm_uses_kernel(float32, trans_a, trans_b, *s) for s in SHAPES}
+    assert sides == {True, False}, f"SIMD level {_blas._simd_level()}"
+
+
+def test_crossover_sends_what_the_kernel_cannot_take_to_blas():
+    for float32 in (True, False):
+        for trans_a, trans_b in itertools.product([False, True], repeat=2):
+            assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, 4, 4, 0)
+            assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, 1, 1, KMAX + 1)
+            assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, 1024, 1024, 64)
+            # A product of a few multiply-adds is not worth a BLAS call.
+            assert _blas._gemm_uses_kernel(float32, trans_a, trans_b, 2, 3, 4)
+
+
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_kernel_with_padded_rows(dtype, rng, trans_a, trans_b):
+    # Views of wider arrays: each leading dimension exceeds the row length,
+    # and the padding (NaN) must be neither read nor written.
+    m, n, k = 37, 45, 19
+    a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+    expected = _in_order_reference(trans_a, trans_b, 0.5, a, b, 2.0, c)
+    wide = [np.full((x.shape[0], x.shape[1] + 5), np.nan, dtype) for x in (a, b, c)]
+    for w, x in zip(wide, (a, b, c)):
+        w[:, :x.shape[1]] = x
+    a_view, b_view, c_view = (w[:, :x.shape[1]] for w, x in zip(wide, (a, b, c)))
+    _blas._small_gemm_memview(trans_a, trans_b, 0.5, a_view, b_view, 2.0, c_view)
+    np.testing.assert_array_equal(c_view, expected)
+    assert np.isnan(wide[2][:, n:]).all()
+    np.testing.assert_array_equal(wide[0][:, :a.shape[1]], a)
+    np.testing.assert_array_equal(wide[1][:, :b.shape[1]], b)
+
+
+def test_kernel_rejects_what_it_cannot_take():
+    a = np.ones((4, KMAX + 1))
+    with pytest.raises(ValueError, match="outside"):
+        _blas._small_gemm_memview(False, False, 1.0, a, np.ones((KMAX + 1, 4)), 0.0,
+                                  np.ones((4, 4)))
+    with pytest.raises(ValueError, match="contiguous"):
+        _blas._small_gemm_memview(False, False, 1.0, np.ones((4, 6))[:, ::2],
+                                  np.ones((3, 4)), 0.0, np.ones((4, 4)))
+
+
+def test_kernel_propagates_nan_and_inf_like_the_in_order_sum(dtype):
+    # Special values in A or B reach exactly the elements they should; the
+    # rows and columns a tile only pads with are never stored.
+    a = np.arange(1.0, 1.0 + 5 * 3).reshape(5, 3).astype(dtype)
+    b = np.arange(1.0, 1.0 + 3 * 7).reshape(3, 7).astype(dtype)
+    a[1, 2] = np.nan
+    b[0, 4] = np.inf
+    c = np.empty((5, 7), dtype)
+    _blas._small_gemm_memview(False, False, 1.0, a, b, 0.0, c)
+    np.testing.assert_array_equal(
+        c, _in_order_reference(False, False, 1.0, a, b, 0.0, c))
+    assert np.isnan(c[1]).all() and np.isinf(c[[0, 2, 3, 4], 4]).all()
