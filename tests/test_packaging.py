@@ -299,7 +299,7 @@ print(_cpu.x86_64_level(), _simd.decision["level"])
 @needs_x86_64_objdump[0]
 @pytest.mark.parametrize("cpu, level, chosen", [("Nehalem", 2, "baseline"),
                                                 ("Haswell", 3, "avx2")])
-def test_the_set_follows_the_cpu_that_runs_it(cpu, level, chosen):
+def test_the_set_follows_the_cpu_that_runs_it(cpu, level, chosen, tmp_path):
     """Under an emulated older CPU tinycore trains, on the set that CPU runs.
 
     qemu-user shows the host's /proc/cpuinfo (AVX2 here) to the emulated
@@ -317,7 +317,8 @@ def test_the_set_follows_the_cpu_that_runs_it(cpu, level, chosen):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     result = subprocess.run(
         ["qemu-x86_64", "-cpu", cpu, sys.executable, "-c", _TRAIN_A_LITTLE],
-        capture_output=True, text=True, timeout=300, env=env, check=False)
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+        cwd=tmp_path)   # not the checkout: python -c puts its folder first on sys.path
     messages = [line for line in result.stderr.splitlines() if "TCG doesn't support" not in line]
     assert result.returncode == 0, "\n".join(messages[-20:])
     assert result.stdout.split() == [str(level), chosen]

@@ -7,6 +7,7 @@ point of each wider level that this CPU runs is compared here, bit for bit,
 with the baseline's on the same input, and whole training runs are compared
 through the models' compiled plans.
 """
+import os
 import subprocess
 import sys
 import textwrap
@@ -94,21 +95,27 @@ def test_show_config_names_the_path(capsys):
         assert config["simd"]["vector_isa"] == expected_isa[config["simd"]["level"]]
 
 
-def _run_python(code, **environ):
-    import os
+def _run_python(code, tmp_path, **environ):
+    """Run ``code`` in a new interpreter, from a folder without a tinycore in it.
+
+    ``python -c`` puts its working folder first on sys.path: from the checkout
+    it would import the uncompiled sources, not the tinycore under test.
+    """
     env = dict(os.environ, **environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(tc.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                            capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result
 
 
-def test_the_environment_variable_reaches_a_new_process():
+def test_the_environment_variable_reaches_a_new_process(tmp_path):
     result = _run_python("""
         import tinycore as tc
         print(tc.show_config(file=open("/dev/null", "w"))["simd"]["level"])
         print(tc.model._plan.__name__)
-    """, TINYCORE_SIMD="baseline")
+    """, tmp_path, TINYCORE_SIMD="baseline")
     assert result.stdout.split() == ["baseline", "tinycore._plan"]
 
 
@@ -118,7 +125,7 @@ def test_refusing_a_level_warns(tmp_path):
         import warnings
         warnings.simplefilter("always")
         import tinycore
-    """, TINYCORE_SIMD="avx512")
+    """, tmp_path, TINYCORE_SIMD="avx512")
     if "avx512" in WIDER_LEVELS:
         assert result.stderr == ""
     else:
