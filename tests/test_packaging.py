@@ -164,11 +164,16 @@ def disassemble(path):
     return result.stdout
 
 
+def _compiled_modules(folder):
+    """The Python extension modules directly in ``folder``, sorted."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.name.endswith(suffixes))
+
+
 def installed_extensions():
     """The compiled modules of the tinycore that the tests import (and any vendored library)."""
     package = pathlib.Path(tinycore.__file__).resolve().parent
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    found = sorted(p for p in package.iterdir() if p.name.endswith(suffixes))
+    found = _compiled_modules(package)
     libs = package.parent / "tinycore.libs"  # where auditwheel puts vendored libraries
     if libs.is_dir():
         found += sorted(p for p in libs.iterdir() if ".so" in p.name)
@@ -235,14 +240,15 @@ def uses_avx512(disassembly):
     return found
 
 
+#: The kernel modules, compiled once per level (setup.py's MODULES).
+MODULES = {"_blas", "_activations", "_losses", "_dense", "_optim", "_plan"}
+
+
 def level_extensions(level):
     """The compiled modules of one SIMD level's set (tinycore._simd), [] if not built."""
     package = pathlib.Path(tinycore.__file__).resolve().parent
     folder = package / _simd.PACKAGES[level].removeprefix("tinycore.")
-    if not folder.is_dir():
-        return []
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return sorted(p for p in folder.iterdir() if p.name.endswith(suffixes))
+    return _compiled_modules(folder) if folder.is_dir() else []
 
 
 def test_the_avx512_check_reads_listings_rightly():
@@ -322,10 +328,6 @@ def test_the_set_follows_the_cpu_that_runs_it(cpu, level, chosen, tmp_path):
     messages = [line for line in result.stderr.splitlines() if "TCG doesn't support" not in line]
     assert result.returncode == 0, "\n".join(messages[-20:])
     assert result.stdout.split() == [str(level), chosen]
-
-
-#: The kernel modules, compiled once per level (setup.py's MODULES).
-MODULES = {"_blas", "_activations", "_losses", "_dense", "_optim", "_plan"}
 
 
 def test_every_extension_is_installed():
