@@ -6,8 +6,7 @@ them.  The loops used by the dense layer (:func:`_bias_activation`,
 without the GIL; the ``def`` functions at the bottom are what
 ``tinycore.activations`` calls after it has validated its input.
 """
-from libc.math cimport INFINITY, exp, fabs, tanh
-from libc.stdint cimport int32_t
+from libc.math cimport fabs, tanh
 from cython cimport floating
 
 
@@ -38,49 +37,6 @@ VECTOR_ISA = TINYCORE_VECTOR_ISA.decode("ascii")
 # ---------------------------------------------------------------------------
 # Scalar formulas
 # ---------------------------------------------------------------------------
-
-cdef union _FloatBits:
-    float value
-    int32_t bits
-
-
-cdef inline float _expf(float x) noexcept nogil:
-    """exp(x) in float32 within 2 ulp, in straight-line code that vectorises.
-
-    exp(x) = 2^n exp(r) with n = round(x / ln 2) and |r| <= ln(2) / 2: r by
-    Cody and Waite's two-part reduction, exp(r) by its Taylor polynomial of
-    degree 7 (truncation error < 1e-8), 2^n written into the exponent bits.
-    libm's expf is a call per element that the compiler cannot vectorise.
-    """
-    cdef float clamped = x if x > <float>-87.0 else <float>-87.0
-    cdef float n, r, poly
-    cdef _FloatBits scale
-    if clamped > <float>88.0:
-        clamped = <float>88.0
-    # Adding and subtracting 1.5 * 2^23 rounds to the nearest integer; every
-    # constant is a float so that this happens in float32 arithmetic (and it
-    # relies on strict IEEE arithmetic: never build with -ffast-math).
-    n = (clamped * <float>1.44269504088896341 + <float>12582912.0) - <float>12582912.0
-    r = clamped - n * <float>0.693359375 + n * <float>2.12194440e-4
-    poly = <float>1.0 + r * (<float>1.0 + r * (<float>0.5 + r * (
-        <float>1.6666666666666666e-1 + r * (<float>4.1666666666666664e-2 + r * (
-            <float>8.3333333333333332e-3 + r * (<float>1.3888888888888889e-3
-                                                + r * <float>1.9841269841269841e-4))))))
-    scale.bits = (<int32_t>n + 127) << 23
-    # One exit and selects instead of branches keep the loop vectorisable.
-    # Below float32's normal range the result is flushed to 0; above it, it
-    # overflows to inf as expf's does.
-    poly = poly * scale.value
-    poly = poly if x >= <float>-87.0 else <float>0.0
-    return poly if x <= <float>88.0 else <float>INFINITY
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return _expf(x)
-    else:
-        return exp(x)
-
 
 cdef inline floating _sigmoid(floating z) noexcept nogil:
     # exp() only ever sees -|z| <= 0: it can underflow to 0 (harmless) but
@@ -195,11 +151,11 @@ cdef void _derivative(Activation act, double alpha, const floating *z, floating 
     if act == SIGMOID:
         for i in range(n):
             s = _sigmoid(z[i])
-            out[i] = s * (1 - s)
+            out[i] = s * (<floating>1 - s)
     elif act == TANH:
         for i in range(n):
             s = _tanh(z[i])
-            out[i] = 1 - s * s
+            out[i] = <floating>1 - s * s
     elif act == RELU:
         for i in range(n):
             out[i] = 1 if z[i] > 0 else 0        # 0 at z == 0, by convention
@@ -266,10 +222,10 @@ cdef void _activation_backward(Activation act, double alpha, const floating *a,
                                   dz + i * n_cols, n_cols)
     elif act == SIGMOID:
         for i in range(n):
-            dz[i] = da[i] * a[i] * (1 - a[i])
+            dz[i] = da[i] * (a[i] * (<floating>1 - a[i]))
     elif act == TANH:
         for i in range(n):
-            dz[i] = da[i] * (1 - a[i] * a[i])
+            dz[i] = da[i] * (<floating>1 - a[i] * a[i])
     elif act == RELU:
         for i in range(n):
             dz[i] = da[i] if a[i] > 0 else 0
