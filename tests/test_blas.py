@@ -196,6 +196,25 @@ def test_gemm_takes_the_kernel_bit_for_bit(dtype, rng, trans_a, trans_b):
             c, _in_order_reference(trans_a, trans_b, 1.0, a, b, 0.0, c), err_msg=str((m, n, k)))
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gemm_bias_is_the_product_then_the_bias_bit_for_bit(dtype, rng, with_bias):
+    # The dense layers' Z = X W + b.  Where the kernel takes the product the
+    # bias is added as the tiles are stored, elsewhere in a pass after BLAS:
+    # either way each element is the rounded product plus the bias, rounded.
+    float32 = dtype == np.float32
+    takes_kernel = [_blas._gemm_uses_kernel(float32, False, False, *s) for s in SHAPES]
+    assert any(takes_kernel) and not all(takes_kernel)
+    for m, n, k in SHAPES:
+        a, b, _ = _operands(rng, dtype, m, n, k, False, False)
+        bias = rng.standard_normal(n).astype(dtype) if with_bias else None
+        product = np.full((m, n), np.nan, dtype)
+        _blas._gemm_memview(False, False, 1.0, a, b, 0.0, product)
+        expected = product + bias if with_bias else product
+        c = np.full((m, n), np.nan, dtype)
+        _blas._gemm_bias_memview(a, b, bias, c)
+        np.testing.assert_array_equal(c, expected, err_msg=str((m, n, k)))
+
+
 @pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
 def test_shapes_cover_both_sides_of_the_crossover(dtype, trans_a, trans_b):
     float32 = dtype == np.float32

@@ -9,3 +9,7 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
                 double alpha, const floating *a, int lda,
                 const floating *b, int ldb,
                 double beta, floating *c, int ldc) noexcept nogil
+
+cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
+                     const floating *b, int ldb, const floating *bias,
+                     floating *c, int ldc) noexcept nogil

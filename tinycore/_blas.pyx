@@ -129,6 +129,15 @@ cdef inline void _copy_row(floating *c, const floating *acc, int n) noexcept nog
         c[j] = acc[j]
 
 
+cdef inline void _copy_row_plus(floating *c, const floating *acc, const floating *bias,
+                                int n) noexcept nogil:
+    # c[j] = acc[j] + bias[j]: the bias added as the sums leave the registers,
+    # the same rounded addition a later pass over C would make.
+    cdef int j
+    for j in range(n):
+        c[j] = acc[j] + bias[j]
+
+
 cdef inline void _store_row(floating *c, const floating *acc, int n,
                             double alpha, double beta) noexcept nogil:
     # c[j] := alpha * acc[j] + beta * c[j], contiguous (vectorised).
@@ -160,14 +169,15 @@ cdef inline void _store_row_strided(floating *c, Py_ssize_t sc, const floating *
 cdef inline void _tile(int width, int k,
                        const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
                        const floating *b, Py_ssize_t sb, int nr,
-                       double alpha, double beta,
+                       double alpha, double beta, const floating *bias,
                        floating *c, Py_ssize_t sc_i, Py_ssize_t sc_j) noexcept nogil:
     """One MR x width tile: c[r, j] := alpha * sum_p a[r, p] b[p, j] + beta * c[r, j].
 
     a[r, p] is ``a[r * sa_i + p * sa_p]`` and c[r, j] is ``c[r * sc_i + j * sc_j]``
     (either may be transposed); b[p, j] is ``b[p * sb + j]`` for all ``width``
     columns (B itself or a packed, zero-padded panel).  Only the first ``mr``
-    rows and ``nr`` columns are stored.  Requires k >= 1.
+    rows and ``nr`` columns are stored.  Requires k >= 1.  With ``bias`` (not
+    NULL; then alpha = 1, beta = 0 and sc_j = 1), c[r, j] := sum + bias[j].
 
     With ``width`` the constant NR the sums stay in registers; a smaller,
     run-time width serves narrow products, with the sums in memory.
@@ -208,6 +218,15 @@ cdef inline void _tile(int width, int k,
     if mr == MR and nr == width and sc_j == 1 and alpha == 1 and beta == 0:
         # The common case (whole tile, C = A @ B): bounds known at compile
         # time, so the sums go from registers straight to C.
+        if bias != NULL:
+            _copy_row_plus(c, acc[0], bias, width)
+            if MR > 1:
+                _copy_row_plus(c + sc_i, acc[1], bias, width)
+            if MR > 2:
+                _copy_row_plus(c + 2 * sc_i, acc[2], bias, width)
+            if MR > 3:
+                _copy_row_plus(c + 3 * sc_i, acc[3], bias, width)
+            return
         _copy_row(c, acc[0], width)
         if MR > 1:
             _copy_row(c + sc_i, acc[1], width)
@@ -217,7 +236,9 @@ cdef inline void _tile(int width, int k,
             _copy_row(c + 3 * sc_i, acc[3], width)
         return
     for r in range(mr):
-        if sc_j == 1:
+        if bias != NULL:
+            _copy_row_plus(c + r * sc_i, acc[r], bias, nr)
+        elif sc_j == 1:
             _store_row(c + r * sc_i, acc[r], nr, alpha, beta)
         else:
             _store_row_strided(c + r * sc_i, sc_j, acc[r], nr, alpha, beta)
@@ -246,17 +267,20 @@ cdef inline void _pack_panel(int k, int nr, int NR, const floating *b,
 cdef void _tiled_gemm(int m, int n, int k, double alpha,
                       const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
                       const floating *b, Py_ssize_t sb_p, Py_ssize_t sb_j,
-                      double beta, floating *c, Py_ssize_t sc_i,
+                      double beta, const floating *bias, floating *c, Py_ssize_t sc_i,
                       Py_ssize_t sc_j) noexcept nogil:
     """C := alpha * A @ B + beta * C for strided A (m x k), B (k x n), C (m x n).
 
     Element [i, p] of A is ``a[i * sa_i + p * sa_p]``, and likewise for B and
     C.  Requires 1 <= k <= TC_GEMM_KMAX (the size of the panel buffer).
+    ``bias`` (n values, or NULL) is added to every row of C; it requires
+    alpha = 1, beta = 0 and sc_j = 1.
     """
     cdef int MR = TC_GEMM_MR_S if floating is float else TC_GEMM_MR_D
     cdef int NR = TC_GEMM_NR
     cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR]
     cdef const floating *bp = b
+    cdef const floating *panel_bias = NULL
     cdef Py_ssize_t sb = sb_p
     cdef int i, j = 0, nr
     if n <= TC_GEMM_NARROW:
@@ -268,7 +292,7 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
         i = 0
         while i < m:
             _tile(n, k, a + i * sa_i, sa_i, sa_p, min(MR, m - i), bp, sb, n,
-                  alpha, beta, c + i * sc_i, sc_i, sc_j)
+                  alpha, beta, bias, c + i * sc_i, sc_i, sc_j)
             i += MR
         return
     while j < n:
@@ -280,10 +304,12 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
             _pack_panel(k, nr, NR, b + j * sb_j, sb_p, sb_j, panel)
             bp = panel
             sb = NR
+        if bias != NULL:
+            panel_bias = bias + j
         i = 0
         while i < m:
             _tile(NR, k, a + i * sa_i, sa_i, sa_p, min(MR, m - i), bp, sb, nr,
-                  alpha, beta, c + i * sc_i + j * sc_j, sc_i, sc_j)
+                  alpha, beta, panel_bias, c + i * sc_i + j * sc_j, sc_i, sc_j)
             i += MR
         j += NR
 
@@ -302,9 +328,9 @@ cdef void _small_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int 
         # Few columns, many rows (the 10 outputs of a classifier): tiles of
         # NR columns would be mostly padding, so compute C^T = op(B)^T @
         # op(A)^T, whose rows are C's columns.  Same products, same order.
-        _tiled_gemm(n, m, k, alpha, b, b_j, b_p, a, a_p, a_i, beta, c, 1, ldc)
+        _tiled_gemm(n, m, k, alpha, b, b_j, b_p, a, a_p, a_i, beta, NULL, c, 1, ldc)
     else:
-        _tiled_gemm(m, n, k, alpha, a, a_i, a_p, b, b_p, b_j, beta, c, ldc, 1)
+        _tiled_gemm(m, n, k, alpha, a, a_i, a_p, b, b_p, b_j, beta, NULL, c, ldc, 1)
 
 
 cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
@@ -365,6 +391,30 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
               <double *>a, &lda, &beta, c, &ldc)
 
 
+cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
+                     const floating *b, int ldb, const floating *bias,
+                     floating *c, int ldc) noexcept nogil:
+    """C := A @ B + bias (bias: n values added to every row, or NULL), row-major.
+
+    Where the small-product kernel takes the product in C's own orientation,
+    the bias is added as each tile is stored, which saves a pass over C;
+    otherwise after the product.  Both add the same rounded sum to the same
+    bias, so the result is the same either way.
+    """
+    cdef int i, j
+    cdef floating *c_row
+    if (bias != NULL and not (n < TC_GEMM_NR <= m)
+            and _use_small_gemm(floating is float, NoTrans, NoTrans, m, n, k)):
+        _tiled_gemm(m, n, k, 1.0, a, lda, 1, b, ldb, 1, 0.0, bias, c, ldc, 1)
+        return
+    _gemm(NoTrans, NoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
+    if bias != NULL:
+        for i in range(m):
+            c_row = c + i * ldc
+            for j in range(n):
+                c_row[j] = c_row[j] + bias[j]
+
+
 cpdef void _gemm_memview(bint trans_a, bint trans_b, double alpha,
                          const floating[:, ::1] a,   # IN  (m, k), or (k, m) if trans_a
                          const floating[:, ::1] b,   # IN  (k, n), or (n, k) if trans_b
@@ -381,6 +431,22 @@ cpdef void _gemm_memview(bint trans_a, bint trans_b, double alpha,
         _gemm(Trans if trans_a else NoTrans, Trans if trans_b else NoTrans,
               m, n, k, alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
               beta, &c[0, 0], c.shape[1])
+
+
+cpdef void _gemm_bias_memview(const floating[:, ::1] a,   # IN  (m, k)
+                              const floating[:, ::1] b,   # IN  (k, n)
+                              const floating[::1] bias,   # IN  (n,) or None
+                              floating[:, ::1] c):        # OUT (m, n)
+    """Test hook: ``c = a @ b + bias`` through :func:`_gemm_bias`.
+
+    Shapes are not checked here; the caller (the tests) passes consistent ones.
+    """
+    cdef const floating *bias_ptr = NULL
+    if bias is not None:
+        bias_ptr = &bias[0]
+    with nogil:
+        _gemm_bias(c.shape[0], c.shape[1], a.shape[1], &a[0, 0], a.shape[1],
+                   &b[0, 0], b.shape[1], bias_ptr, &c[0, 0], c.shape[1])
 
 
 cpdef void _small_gemm_memview(bint trans_a, bint trans_b, double alpha,

@@ -11,7 +11,7 @@ single BLAS calls made without the GIL.
 """
 from cython cimport floating
 
-from ._blas cimport _gemm, NoTrans, Trans
+from ._blas cimport _gemm, _gemm_bias, NoTrans, Trans
 from ._activations cimport Activation, _bias_activation, _activation_backward
 
 
@@ -27,10 +27,10 @@ def dense_forward(int activation, double alpha,
     if b is not None:
         bias = &b[0]
     with nogil:
-        # beta = 0: z is overwritten, its previous contents never read.
-        _gemm(NoTrans, NoTrans, batch, n_out, n_in,
-              1.0, &x[0, 0], n_in, &w[0, 0], n_out, 0.0, &z[0, 0], n_out)
-        _bias_activation(<Activation>activation, alpha, &z[0, 0], bias,
+        # z is overwritten, its previous contents never read.
+        _gemm_bias(batch, n_out, n_in, &x[0, 0], n_in, &w[0, 0], n_out, bias,
+                   &z[0, 0], n_out)
+        _bias_activation(<Activation>activation, alpha, &z[0, 0], NULL,
                          &a[0, 0], batch, n_out)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from ._activations cimport (
     Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _bias_activation,
 )
-from ._blas cimport NoTrans, Trans, _gemm
+from ._blas cimport NoTrans, Trans, _gemm, _gemm_bias
 from ._losses cimport (
     _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
     _sigmoid_binary_cross_entropy, _softmax_cross_entropy_labels,
@@ -114,13 +114,13 @@ cdef void _forward(const Problem *p, const floating *x, floating *params,
         layer = &p.layers[l]
         z = ws + p.batch * layer.z_cols
         a = ws + p.batch * layer.a_cols
-        # beta = 0: Z is overwritten, its previous contents never read.
-        _gemm(NoTrans, NoTrans, <int>p.batch, layer.n_out, layer.n_in,
-              1.0, inp, layer.n_in, params + layer.w_offset, layer.n_out,
-              0.0, z, layer.n_out)
-        _bias_activation(layer.activation, layer.alpha, z,
-                         params + layer.b_offset if layer.b_offset >= 0 else NULL,
-                         a, p.batch, layer.n_out)
+        # Z = X W + b (Z overwritten, its previous contents never read), the
+        # bias added as the product is stored where the small kernel takes it.
+        _gemm_bias(<int>p.batch, layer.n_out, layer.n_in, inp, layer.n_in,
+                   params + layer.w_offset, layer.n_out,
+                   params + layer.b_offset if layer.b_offset >= 0 else NULL,
+                   z, layer.n_out)
+        _bias_activation(layer.activation, layer.alpha, z, NULL, a, p.batch, layer.n_out)
         inp = a
 
 
