@@ -400,6 +400,28 @@ def test_train_step_check_finite_leaves_the_weights(rng, custom):
     pytest.fail("the learning rate of 50 should have made training diverge")
 
 
+@pytest.mark.parametrize("custom", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_train_step_refuses_a_non_finite_loss_without_check_finite(custom, dtype):
+    # Finite input and weights whose product overflows in the forward pass:
+    # the loss is not finite, and its gradient would write NaN into every weight.
+    class MySoftmaxCE(tc.losses.CrossEntropy):
+        pass
+
+    model = tc.Sequential([tc.Dense(2, 4, activation="relu"), tc.Dense(4, 3, activation="softmax")],
+                          dtype=dtype, seed=0)
+    model.compile(loss=MySoftmaxCE() if custom else "cross_entropy", optimizer=tc.SGD(lr=0.1))
+    assert (model._plan is None) == custom
+    model.layers[0].W[...] = 10.0
+    before = model.param_buffer.copy()
+    huge = np.finfo(dtype).max / 4                 # 10 * huge overflows
+    with pytest.raises(tc.TrainingDivergedError) as info:
+        model.train_step([[huge, huge]], [0])
+    assert not np.isfinite(info.value.loss) and info.value.layer == 0
+    assert_array_equal(model.param_buffer, before)
+    assert np.isfinite(model.train_step([[1.0, -1.0]], [0]))     # still trains
+
+
 def test_nan_traced_to_the_first_layer_with_a_non_finite_output():
     model = tc.Sequential([tc.Dense(2, 2, activation="relu"), tc.Dense(2, 2, activation="relu"),
                            tc.Dense(2, 1)], dtype="float64", seed=0)

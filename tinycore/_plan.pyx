@@ -255,13 +255,20 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
                    const int64_t *labels, floating *params, floating *grads,
                    floating *ws, double lr, bint update, bint count, bint guard,
                    Py_ssize_t *n_correct, int *bad_layer) noexcept nogil:
-    """One step; with ``guard``, no update unless the loss and every gradient
-    are finite (``bad_layer`` then names where they were not)."""
+    """One step.  No update if the loss is not finite; with ``guard``, none
+    unless every gradient is finite too (``bad_layer`` then names where)."""
     cdef double value
     _forward(p, x, params, ws)
     if count:
         n_correct[0] = _count_correct(p, target, labels, ws)
     value = _output_gradient(p, target, labels, ws)
+    if not (value - value == 0):
+        # The forward pass overflowed (finite input can do it: 1e38 times a
+        # weight of 10).  Its gradient would write NaN into every weight, and
+        # checking one number costs nothing, so this holds with or without
+        # the guard.
+        bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
+        return value
     if not guard:
         _backward_and_update(p, x, params, grads, ws, lr, update)
         return value
@@ -538,8 +545,8 @@ cdef class Plan:
         Returns a :class:`Status`; the loss is then in ``last_loss`` (and the
         number of correct predictions in ``last_correct`` if ``count``).
         Arrays in another form give ``NEEDS_CONVERSION`` and are not touched.
-        With ``guard``, a non-finite loss or gradient gives ``DIVERGED`` and
-        leaves the parameters as they were.
+        A non-finite loss, and with ``guard`` a non-finite gradient, gives
+        ``DIVERGED`` and leaves the parameters as they were.
         """
         cdef Py_ssize_t batch, n_target
         cdef bint has_labels

@@ -322,9 +322,10 @@ class Sequential:
         X, y : array_like
             A batch of samples and its targets.
         check_finite : bool, default False
-            Check the loss and every gradient before updating: if one is NaN
-            or infinite, raise :class:`TrainingDivergedError` and leave the
-            weights unchanged (``fit`` always does this).
+            Check every gradient before updating, as ``fit`` always does: if
+            one is NaN or infinite, raise :class:`TrainingDivergedError` and
+            leave the weights unchanged.  A loss that is NaN or infinite (the
+            forward pass overflowed) raises it whatever this says.
         """
         # The model's lock, taken here rather than by @_exclusive: this is the
         # hot path of small networks, where a wrapper call shows.
@@ -383,7 +384,7 @@ class Sequential:
         """Per-layer path: forward, loss, backward, update (for custom losses)."""
         out = self._forward(X)
         value = self._backward_loss(out, y)
-        if check_finite:
+        if check_finite or not np.isfinite(value):
             self._check_finite_step(value)
         self.optimizer.step(self)
         return value, out
