@@ -198,11 +198,13 @@ def cross_entropy_rows_grad(double scale,
 # Fused kernels: softmax + cross-entropy, sigmoid + binary cross-entropy
 # ---------------------------------------------------------------------------
 
-cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n) noexcept nogil:
+cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n,
+                                  floating *scratch) noexcept nogil:
     # log sum_j exp(z_j) = m + log sum_j exp(z_j - m), m the row maximum.
     # Each exp is taken in the row's own type, as the softmax takes it: for
     # float32, tinycore's vectorisable exp (1.3 ulp) rather than a libm call
-    # per element; the sum and the log are in double.
+    # per element.  They go to ``scratch`` (n elements, not aliasing z) in
+    # one loop, which vectorises, and are summed in double, in order.
     cdef Py_ssize_t j
     cdef floating m = z[0]
     cdef double total = 0.0
@@ -210,7 +212,9 @@ cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n) noexcept nogi
         if z[j] > m:
             m = z[j]
     for j in range(n):
-        total += _exp(z[j] - m)
+        scratch[j] = _exp(z[j] - m)
+    for j in range(n):
+        total += scratch[j]
     return m + log(total)
 
 
@@ -223,7 +227,8 @@ cdef double _softmax_cross_entropy_labels(
     cdef double total = 0.0
     for i in range(n_rows):
         z_row = logits + i * n_cols
-        total += _row_logsumexp(z_row, n_cols) - z_row[labels[i]]
+        # dz's row is scratch for the exps until it is written below.
+        total += _row_logsumexp(z_row, n_cols, dz + i * n_cols) - z_row[labels[i]]
         for j in range(n_cols):
             dz[i * n_cols + j] = <floating>(scale * prob[i * n_cols + j])
         dz[i * n_cols + labels[i]] = <floating>(
@@ -238,7 +243,7 @@ cdef double _softmax_cross_entropy_rows(
     cdef Py_ssize_t i, j, k
     cdef double lse, row_sum, total = 0.0
     for i in range(n_rows):
-        lse = _row_logsumexp(logits + i * n_cols, n_cols)
+        lse = _row_logsumexp(logits + i * n_cols, n_cols, dz + i * n_cols)
         row_sum = 0.0
         for j in range(n_cols):
             k = i * n_cols + j
@@ -272,6 +277,7 @@ def softmax_cross_entropy_labels(double scale,
 
     The value is computed as logsumexp(z) - z[label], which stays exact for
     logits of 1e4 where p underflows to 0; the gradient (p - y) needs no log.
+    ``dz`` must not share memory with the inputs (it is scratch on the way).
     """
     cdef double total
     with nogil:
@@ -290,7 +296,8 @@ def softmax_cross_entropy_rows(double scale,
 
     S is the row sum of t: the chain rule through softmax gives
     dL/dz_j = p_j sum_k t_k - t_j, which is p - t for one-hot or
-    probability rows, without any division by p.
+    probability rows, without any division by p.  ``dz`` must not share
+    memory with the inputs (it is scratch on the way).
     """
     cdef double total
     with nogil:
