@@ -384,6 +384,38 @@ def test_nan_and_inf_raise(bad, fn, dtype):
         call()
 
 
+@pytest.mark.parametrize("position", [0, 2047, 2048, 4095, 5000, 6143])
+@pytest.mark.parametrize("fn", ["linear", "step_grad", "softmax", "softmax_grad"])
+def test_nan_and_inf_raise_wherever_they_are(position, fn, dtype):
+    # The kernels check the input in chunks of 2048 elements as they read
+    # it: a bad value in any chunk, at either edge of one, is an error.
+    for bad in (np.nan, np.inf, -np.inf):
+        z = np.linspace(-3, 3, 6144).astype(dtype).reshape(48, 128)
+        z.flat[position] = bad
+        call = {"softmax_grad": lambda: act.softmax_grad(z, np.ones_like(z))}.get(
+            fn, lambda: getattr(act, fn)(z))
+        with pytest.raises(ValueError, match=r"z contains NaN or infinity"):
+            call()
+
+
+def test_finiteness_check_on_edge_values(dtype):
+    from tinycore import _validation
+    info = np.finfo(dtype)
+    fine = np.array([info.max, -info.max, -0.0, 0.0, info.smallest_subnormal, info.tiny],
+                    dtype=dtype)
+    assert _validation.all_finite(fine)
+    np.testing.assert_array_equal(act.linear(fine), fine)
+    bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    # NaN with a payload, negative NaN, and both infinities, from their bits.
+    for pattern in (np.array(np.nan, dtype).view(bits) | 1, np.array(-np.nan, dtype).view(bits),
+                    np.array(np.inf, dtype).view(bits), np.array(-np.inf, dtype).view(bits)):
+        bad = fine.copy()
+        bad[3] = np.array(pattern, bits).view(dtype)
+        assert not _validation.all_finite(bad)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            act.linear(bad)
+
+
 def test_nan_in_softmax_grad_upstream_raises():
     with pytest.raises(ValueError, match="grad contains NaN"):
         act.softmax_grad([1.0, 2.0], [0.0, np.nan])

@@ -245,30 +245,59 @@ cdef void _activation_backward(Activation act, double alpha, const floating *a,
 # Array entry points (called by tinycore.activations after validation)
 # ---------------------------------------------------------------------------
 
+# Elements per chunk of the value and derivative entry points: the kernel
+# writes a chunk, then checks that its input was finite while the chunk is
+# still in the L1 cache, so the check costs no second pass over memory.
+cdef enum:
+    CHUNK = 2048
+
+
 def activation_value(Activation act, double alpha,
                      const floating[:, ::1] z,     # IN  (n_rows, n_cols)
                      floating[:, ::1] out):        # OUT same shape
-    """out = act(z); softmax is taken row by row."""
-    cdef Py_ssize_t i, j
-    cdef Py_ssize_t n_rows = z.shape[0], n_cols = z.shape[1]
+    """out = act(z); softmax is taken row by row.
+
+    Returns whether every element of z was finite (if not, out holds garbage).
+    """
+    cdef Py_ssize_t i, start, size
+    cdef Py_ssize_t n_rows = z.shape[0], n_cols = z.shape[1], n = n_rows * n_cols
+    cdef bint finite = True
     if n_rows == 0 or n_cols == 0:
-        return
+        return True
     with nogil:
         if act == SOFTMAX:
             for i in range(n_rows):
                 _softmax_row(&z[i, 0], &out[i, 0], n_cols)
+                finite &= _all_finite(&z[i, 0], n_cols)
         else:
-            _apply(act, alpha, &z[0, 0], &out[0, 0], n_rows * n_cols)
+            start = 0
+            while start < n:
+                size = min(<Py_ssize_t>CHUNK, n - start)
+                _apply(act, alpha, &z[0, 0] + start, &out[0, 0] + start, size)
+                finite &= _all_finite(&z[0, 0] + start, size)
+                start += size
+    return finite
 
 
 def activation_derivative(Activation act, double alpha,
                           const floating[:, ::1] z,     # IN  (n_rows, n_cols)
                           floating[:, ::1] out):        # OUT same shape
-    """out = act'(z), elementwise (not defined for softmax)."""
-    if z.shape[0] == 0 or z.shape[1] == 0:
-        return
+    """out = act'(z), elementwise (not defined for softmax).
+
+    Returns whether every element of z was finite (if not, out holds garbage).
+    """
+    cdef Py_ssize_t start, size, n = z.shape[0] * z.shape[1]
+    cdef bint finite = True
+    if n == 0:
+        return True
     with nogil:
-        _derivative(act, alpha, &z[0, 0], &out[0, 0], z.shape[0] * z.shape[1])
+        start = 0
+        while start < n:
+            size = min(<Py_ssize_t>CHUNK, n - start)
+            _derivative(act, alpha, &z[0, 0] + start, &out[0, 0] + start, size)
+            finite &= _all_finite(&z[0, 0] + start, size)
+            start += size
+    return finite
 
 
 def activation_backward(Activation act, double alpha,

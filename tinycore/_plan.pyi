@@ -3,6 +3,8 @@ import enum
 import numpy as np
 import numpy.typing as npt
 
+def all_finite(x: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> bool: ...
+
 class LossKind(enum.IntEnum):
     LOSS_MSE = 0
     LOSS_SSE = 1

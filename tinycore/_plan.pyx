@@ -24,7 +24,8 @@ from cython cimport floating
 import numpy as np
 
 from ._activations cimport (
-    Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _bias_activation,
+    Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _all_finite,
+    _bias_activation,
 )
 from ._blas cimport NoTrans, Trans, _gemm, _gemm_bias
 from ._losses cimport (
@@ -84,14 +85,13 @@ cdef struct Problem:
 # nogil building blocks
 # ---------------------------------------------------------------------------
 
-cdef inline bint _all_finite(const floating *x, Py_ssize_t n) noexcept nogil:
-    # x - x is 0 for finite x and NaN for inf or NaN; the comparison then
-    # fails.  Branch-free, so the compiler can vectorise the loop.
-    cdef Py_ssize_t i
-    cdef bint bad = 0
-    for i in range(n):
-        bad |= not ((x[i] - x[i]) == 0)
-    return not bad
+def all_finite(const floating[::1] x):
+    """Whether every element of the contiguous vector ``x`` is finite."""
+    cdef bint ok = True
+    if x.shape[0] > 0:
+        with nogil:
+            ok = _all_finite(&x[0], x.shape[0])
+    return ok
 
 
 cdef inline bint _labels_in_range(const int64_t *labels, Py_ssize_t n,

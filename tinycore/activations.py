@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinycore import _simd
-from tinycore._validation import as_float_array, check_name, check_real, output_like
+from tinycore._validation import (as_float_array, check_name, check_real, not_finite_error,
+                                  output_like)
 
 _activations = _simd.load("_activations")
 
@@ -70,9 +71,21 @@ def _float_dtype_of(data) -> np.dtype:
 
 
 def _as_rows(z, name: str) -> tuple[np.ndarray, tuple]:
-    """Any-shape real array -> (2-D C-contiguous float array, original shape)."""
-    array = as_float_array(z, _float_dtype_of(z), name, ndim=None, allow_empty=True)
+    """Any-shape real array -> (2-D C-contiguous float array, original shape).
+
+    Not checked for NaN or infinity here: the kernel checks the values in the
+    pass that computes the activation, and :func:`_computed` raises.
+    """
+    array = as_float_array(z, _float_dtype_of(z), name, ndim=None, allow_empty=True,
+                           check_finite=False)
     return array.reshape(1, -1), array.shape
+
+
+def _computed(out: np.ndarray, input_was_finite: bool, name: str) -> np.ndarray:
+    """``out``, if the kernel that wrote it found its input ``name`` finite."""
+    if not input_was_finite:
+        raise not_finite_error(name, out.dtype)
+    return out
 
 
 def value(name: str, z, *, alpha: float = 0.01) -> np.ndarray:
@@ -105,8 +118,8 @@ def value(name: str, z, *, alpha: float = 0.01) -> np.ndarray:
         return softmax(z)
     rows, shape = _as_rows(z, "z")
     out = np.empty_like(rows)
-    _activations.activation_value(CODES[name], alpha, rows, out)
-    return out.reshape(shape)
+    finite = _activations.activation_value(CODES[name], alpha, rows, out)
+    return _computed(out, finite, "z").reshape(shape)
 
 
 def derivative(name: str, z, *, alpha: float = 0.01) -> np.ndarray:
@@ -129,8 +142,8 @@ def derivative(name: str, z, *, alpha: float = 0.01) -> np.ndarray:
     alpha = check_real(alpha, "alpha", low=0.0)
     rows, shape = _as_rows(z, "z")
     out = np.empty_like(rows)
-    _activations.activation_derivative(CODES[name], alpha, rows, out)
-    return out.reshape(shape)
+    finite = _activations.activation_derivative(CODES[name], alpha, rows, out)
+    return _computed(out, finite, "z").reshape(shape)
 
 
 def sigmoid(z) -> np.ndarray:
@@ -216,7 +229,7 @@ def step_grad(z) -> np.ndarray:
 
 
 def _softmax_rows(z, name: str) -> tuple[np.ndarray, tuple]:
-    array = as_float_array(z, _float_dtype_of(z), name, ndim=None)
+    array = as_float_array(z, _float_dtype_of(z), name, ndim=None, check_finite=False)
     if array.ndim not in (1, 2):
         raise ValueError(
             f"softmax takes a 1-D vector or a 2-D array of rows, got {array.ndim}-D "
@@ -244,8 +257,8 @@ def softmax(z) -> np.ndarray:
     """
     rows, shape = _softmax_rows(z, "z")
     out = np.empty_like(rows)
-    _activations.activation_value(CODES["softmax"], 0.0, rows, out)
-    return out.reshape(shape)
+    finite = _activations.activation_value(CODES["softmax"], 0.0, rows, out)
+    return _computed(out, finite, "z").reshape(shape)
 
 
 def softmax_grad(z, grad) -> np.ndarray:
@@ -265,7 +278,7 @@ def softmax_grad(z, grad) -> np.ndarray:
     if upstream.shape != shape:
         raise ValueError(f"grad must have the shape of z, {shape}; got {upstream.shape}")
     prob = np.empty_like(rows)
-    _activations.activation_value(CODES["softmax"], 0.0, rows, prob)
+    _computed(prob, _activations.activation_value(CODES["softmax"], 0.0, rows, prob), "z")
     out = output_like(prob, None)
     _activations.activation_backward(CODES["softmax"], 0.0, prob,
                                      upstream.reshape(rows.shape), out)
