@@ -252,6 +252,26 @@ cdef enum:
     CHUNK = 2048
 
 
+cdef bint _elementwise_checked(bint derivative, Activation act, double alpha,
+                               const floating *z, floating *out,
+                               Py_ssize_t n) noexcept nogil:
+    """out = act(z), or act'(z) with ``derivative``, a chunk at a time.
+
+    Returns whether every element of z was finite (if not, out holds garbage).
+    """
+    cdef Py_ssize_t start = 0, size
+    cdef bint finite = True
+    while start < n:
+        size = min(<Py_ssize_t>CHUNK, n - start)
+        if derivative:
+            _derivative(act, alpha, z + start, out + start, size)
+        else:
+            _apply(act, alpha, z + start, out + start, size)
+        finite &= _all_finite(z + start, size)
+        start += size
+    return finite
+
+
 def activation_value(Activation act, double alpha,
                      const floating[:, ::1] z,     # IN  (n_rows, n_cols)
                      floating[:, ::1] out):        # OUT same shape
@@ -259,8 +279,8 @@ def activation_value(Activation act, double alpha,
 
     Returns whether every element of z was finite (if not, out holds garbage).
     """
-    cdef Py_ssize_t i, start, size
-    cdef Py_ssize_t n_rows = z.shape[0], n_cols = z.shape[1], n = n_rows * n_cols
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_rows = z.shape[0], n_cols = z.shape[1]
     cdef bint finite = True
     if n_rows == 0 or n_cols == 0:
         return True
@@ -270,12 +290,8 @@ def activation_value(Activation act, double alpha,
                 _softmax_row(&z[i, 0], &out[i, 0], n_cols)
                 finite &= _all_finite(&z[i, 0], n_cols)
         else:
-            start = 0
-            while start < n:
-                size = min(<Py_ssize_t>CHUNK, n - start)
-                _apply(act, alpha, &z[0, 0] + start, &out[0, 0] + start, size)
-                finite &= _all_finite(&z[0, 0] + start, size)
-                start += size
+            finite = _elementwise_checked(False, act, alpha, &z[0, 0], &out[0, 0],
+                                          n_rows * n_cols)
     return finite
 
 
@@ -286,17 +302,12 @@ def activation_derivative(Activation act, double alpha,
 
     Returns whether every element of z was finite (if not, out holds garbage).
     """
-    cdef Py_ssize_t start, size, n = z.shape[0] * z.shape[1]
-    cdef bint finite = True
-    if n == 0:
+    cdef bint finite
+    if z.shape[0] == 0 or z.shape[1] == 0:
         return True
     with nogil:
-        start = 0
-        while start < n:
-            size = min(<Py_ssize_t>CHUNK, n - start)
-            _derivative(act, alpha, &z[0, 0] + start, &out[0, 0] + start, size)
-            finite &= _all_finite(&z[0, 0] + start, size)
-            start += size
+        finite = _elementwise_checked(True, act, alpha, &z[0, 0], &out[0, 0],
+                                      z.shape[0] * z.shape[1])
     return finite
 
 
