@@ -72,6 +72,29 @@ cdef inline floating _exp(floating x) noexcept nogil:
         return exp(x)
 
 
+
+cdef inline double _shifted_exps(const floating *z, floating *out, Py_ssize_t n,
+                                 floating *row_max) noexcept nogil:
+    """out[j] = exp(z[j] - m) for a row of n >= 1 with m = max(z), stored in
+    ``row_max``; returns the sum of the out[j], in double and in order.
+
+    Subtracting the maximum first (the log-sum-exp trick) makes every exponent
+    <= 0, so exp() cannot overflow even for logits of 1e4.  Softmax and the
+    cross-entropy value share it, so both take the same exps.
+    """
+    cdef Py_ssize_t j
+    cdef floating m = z[0]
+    cdef double total = 0.0
+    for j in range(1, n):
+        if z[j] > m:
+            m = z[j]
+    for j in range(n):
+        out[j] = _exp(z[j] - m)
+    for j in range(n):
+        total += out[j]
+    row_max[0] = m
+    return total
+
 # --- the finiteness check of the input, inline so that every kernel module
 # can make it inside the pass that already reads the data ---
 

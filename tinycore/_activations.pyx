@@ -81,20 +81,9 @@ cdef inline floating _tanh(floating z) noexcept nogil:
 
 cdef inline void _softmax_row(const floating *z, floating *a,
                               Py_ssize_t n) noexcept nogil:
-    # Subtract the row maximum first (the log-sum-exp trick): every exponent
-    # is then <= 0, so exp() cannot overflow even for logits of 1e4.
     cdef Py_ssize_t j
-    cdef floating row_max = z[0]
-    cdef double total = 0.0
-    cdef floating inverse
-    for j in range(1, n):
-        if z[j] > row_max:
-            row_max = z[j]
-    for j in range(n):
-        a[j] = _exp(z[j] - row_max)
-    for j in range(n):
-        total += a[j]
-    inverse = <floating>(1.0 / total)
+    cdef floating row_max
+    cdef floating inverse = <floating>(1.0 / _shifted_exps(z, a, n, &row_max))
     for j in range(n):
         a[j] = a[j] * inverse
 

@@ -10,7 +10,7 @@ from libc.math cimport exp, log, log1p, fabs, fmax
 from libc.stdint cimport int64_t
 from cython cimport floating
 
-from ._activations cimport _exp
+from ._activations cimport _shifted_exps
 
 # PyTorch's conventions for probabilities of exactly 0 or 1: log(p) is clamped
 # at -100 in the value, and the denominators of the gradients (p for
@@ -200,21 +200,12 @@ def cross_entropy_rows_grad(double scale,
 
 cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n,
                                   floating *scratch) noexcept nogil:
-    # log sum_j exp(z_j) = m + log sum_j exp(z_j - m), m the row maximum.
-    # Each exp is taken in the row's own type, as the softmax takes it: for
-    # float32, tinycore's vectorisable exp (1.3 ulp) rather than a libm call
-    # per element.  They go to ``scratch`` (n elements, not aliasing z) in
-    # one loop, which vectorises, and are summed in double, in order.
-    cdef Py_ssize_t j
-    cdef floating m = z[0]
-    cdef double total = 0.0
-    for j in range(1, n):
-        if z[j] > m:
-            m = z[j]
-    for j in range(n):
-        scratch[j] = _exp(z[j] - m)
-    for j in range(n):
-        total += scratch[j]
+    # log sum_j exp(z_j) = m + log sum_j exp(z_j - m), m the row maximum, with
+    # the exps the softmax takes (for float32, tinycore's vectorisable exp,
+    # not a libm call per element), written to ``scratch`` (n elements, not
+    # aliasing z) and summed in double.
+    cdef floating m
+    cdef double total = _shifted_exps(z, scratch, n, &m)
     return m + log(total)
 
 
