@@ -44,7 +44,7 @@ cdef inline float _expf(float x) noexcept nogil:
     # n comes from the argument clamped to -87, where 2^n is still a normal
     # float; r from x itself, so that a NaN reaches the result.
     cdef float clamped = x if x > <float>-87.0 else <float>-87.0
-    cdef float n, r, poly
+    cdef float n, r, r2, high, poly
     cdef _FloatBits shifted, scale
     # Adding 1.5 * 2^23 rounds to the nearest integer, which then sits in the
     # low bits of the sum's representation; every constant is a float so that
@@ -53,9 +53,16 @@ cdef inline float _expf(float x) noexcept nogil:
     shifted.value = clamped * <float>1.44269504088896341 + <float>12582912.0
     n = shifted.value - <float>12582912.0
     r = x - n * <float>0.693359375 + n * <float>2.12194440e-4
-    poly = <float>1.0 + r * (<float>1.0 + r * (<float>0.49999991059303284 + r * (
-        <float>0.16666419804096222 + r * (<float>0.04166822507977486 + r * (
-            <float>0.008374815806746483 + r * <float>0.0013836845755577087)))))
+    # 1 + r (1 + r (c2 + c3 r + r^2 (c4 + c5 r + c6 r^2))): the terms of
+    # degree 2 and up in pairs (Estrin's scheme) and the first two by Horner's
+    # rule, which keeps Horner's accuracy (the same 1.31 ulp) with a chain of
+    # 9 dependent operations instead of 12; a loop of sigmoids waits on that
+    # chain more than on the arithmetic.
+    r2 = r * r
+    high = (<float>0.04166822507977486 + <float>0.008374815806746483 * r
+            + r2 * <float>0.0013836845755577087)
+    poly = <float>0.49999991059303284 + <float>0.16666419804096222 * r + r2 * high
+    poly = <float>1.0 + r * (<float>1.0 + r * poly)
     # The sum's bits are 0x4B400000 + n; shifted left by 23 the constant part
     # leaves the word, and n << 23 plus the bias 127 << 23 is 2^n.
     scale.bits = (shifted.bits << 23) + <uint32_t>0x3F800000
