@@ -78,7 +78,10 @@ def test_derivative_by_finite_differences(name, rng):
     np.testing.assert_allclose(f_grad(z), numeric, **FD_TOL)
 
 
-@pytest.mark.parametrize("shape", [(5,), (3, 4)], ids=["1d", "2d"])
+# Rows shorter than, equal to and past the kernels' 8 lanes of maxima and sums,
+# with and without a remainder, and one long row.
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 1), (4, 8), (3, 17), (2, 1000)],
+                         ids=["1d", "2d", "1-col", "8-cols", "17-cols", "1000-cols"])
 def test_softmax_matches_reference(shape, dtype, rng):
     z = _inputs(rng, dtype, shape)
     p = act.softmax(z)

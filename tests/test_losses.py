@@ -204,14 +204,16 @@ def _softmax_case(rng, dtype, n=5, k=4):
     return logits, prob, labels
 
 
-def test_softmax_cross_entropy_labels_kernel(dtype, rng):
-    logits, prob, labels = _softmax_case(rng, dtype)
+# Classes fewer than, equal to and past the kernel's 8 lanes of maxima and sums.
+@pytest.mark.parametrize("classes", [4, 8, 19, 1000])
+def test_softmax_cross_entropy_labels_kernel(dtype, rng, classes):
+    logits, prob, labels = _softmax_case(rng, dtype, k=classes)
     dz = np.full_like(prob, np.nan)
     scale = 0.25
     total = _losses.softmax_cross_entropy_labels(scale, logits, prob, labels, dz)
     np.testing.assert_allclose(total, reference.softmax_cross_entropy_sum(logits, labels),
                                **TOL[dtype])
-    expected_dz = scale * (prob.astype(np.float64) - reference.one_hot(labels, 4))
+    expected_dz = scale * (prob.astype(np.float64) - reference.one_hot(labels, classes))
     np.testing.assert_allclose(dz, expected_dz, **TOL[dtype])
     # Same value as the unfused loss on the probabilities (mean = sum / batch).
     np.testing.assert_allclose(total / 5, losses.CrossEntropy().value(prob, labels),
