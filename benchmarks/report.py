@@ -121,7 +121,9 @@ def machine_section(data: dict) -> list[str]:
     rows = [
         ["CPU", f"{cpu}"],
         ["cores", f"{bench.get('logical_cpus', info.get('cpu', {}).get('count', '?'))} "
-                  f"logical, {bench.get('usable_cpus', '?')} usable by the process"],
+                  f"logical, {bench.get('usable_cpus', '?')} usable by the process"
+                  + (f", pinned to CPU {', '.join(map(str, bench['pinned_cpus']))} for the run"
+                     if bench.get("pinned_cpus") else "")],
         ["threads per engine", f"{bench.get('threads', '?')} (BLAS through threadpoolctl, "
                                "`torch.set_num_threads`, XLA through `XLA_FLAGS`"
                                f"{' = ' + repr(bench['xla_flags']) if bench.get('xla_flags') else ', unset: its own pool'})"],
