@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/report.py bench.json BENCHMARKS.md [--also other.json]
+    python benchmarks/report.py bench.json BENCHMARKS.md [--best-of bench2.json ...]
+                                [--also other.json]
 
 Per benchmark group: each engine's median time, the ratio tinycore / peer of
 the medians (< 1 means tinycore is faster), and for the training steps the
@@ -10,6 +11,12 @@ achieved GFLOP/s (6 * batch * sum(in * out) flops per step) and its fraction
 of the sgemm peak measured in the same run.  The machine, the versions and
 the exact command come from the JSON file (benchmarks/conftest.py records
 them), so the report describes the run, not the machine that writes it.
+
+With ``--best-of``, further runs of the same command count too: per group
+and engine, the run with the lowest median is reported (its whole record,
+spread included), as compare_builds.py does with its rounds.  On a shared
+machine a burst of load from elsewhere then spoils one run of one engine,
+not the table.
 
 The section that benchmarks/compare_builds.py writes into the same file (the
 SIMD builds compared, a run of its own, between the BUILDS_START and
@@ -53,6 +60,19 @@ def load(path: Path) -> tuple[dict, dict]:
 
 def median(bench: dict | None) -> float | None:
     return None if bench is None else float(bench["stats"]["median"])
+
+
+def best_of(runs: list[dict]) -> dict:
+    """{group: {engine: benchmark}} keeping, per group and engine, the run's
+    benchmark with the lowest median."""
+    best: dict[str, dict[str, dict]] = defaultdict(dict)
+    for groups in runs:
+        for name, engines in groups.items():
+            for engine, bench in engines.items():
+                kept = best[name].get(engine)
+                if kept is None or median(bench) < median(kept):
+                    best[name][engine] = bench
+    return dict(best)
 
 
 def sgemm_peak(groups: dict) -> tuple[float | None, str]:
@@ -292,15 +312,18 @@ def kept_section(path: Path) -> list[str]:
 
 
 def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = (),
-           kept: list[str] = ()) -> str:
+           kept: list[str] = (), n_runs: int = 1) -> str:
     peak, peak_group = sgemm_peak(groups)
+    source = ("a pytest-benchmark run of `benchmarks/`" if n_runs == 1 else
+              f"{n_runs} pytest-benchmark runs of `benchmarks/`, one after the other; "
+              "per benchmark and engine, the run with the lowest median is reported")
     lines = [
         "# tinycore benchmarks",
         "",
-        "Written by `benchmarks/report.py` from a pytest-benchmark run of `benchmarks/` "
+        f"Written by `benchmarks/report.py` from {source} "
         "(see `benchmarks/README.md`). The machine is small (2 cores), shared and "
-        "noisy: **quote the ratios, which compare engines measured in the same run, "
-        "not the absolute times.**",
+        "noisy: **quote the ratios, which compare engines measured under the same "
+        "conditions, not the absolute times.**",
         "",
     ]
     lines += train_section(groups, peak)
@@ -320,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("json", type=Path, help="file written by --benchmark-json")
     parser.add_argument("output", type=Path, nargs="?", default=Path("BENCHMARKS.md"),
                         help="markdown file to write (default BENCHMARKS.md)")
+    parser.add_argument("--best-of", type=Path, action="append", default=[], metavar="JSON",
+                        help="another run of the same command; per benchmark and "
+                             "engine the lowest median counts; repeatable")
     parser.add_argument("--also", type=Path, action="append", default=[], metavar="JSON",
                         help="another run (e.g. another thread count) whose training "
                              "tables are added; repeatable")
@@ -327,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     groups, data = load(args.json)
     if not groups:
         parser.error(f"{args.json} holds no benchmark (was it run with --benchmark-disable?)")
-    text = render(groups, data, argv, args.also, kept_section(args.output))
+    if args.best_of:
+        groups = best_of([groups] + [load(path)[0] for path in args.best_of])
+    text = render(groups, data, argv, args.also, kept_section(args.output),
+                  n_runs=1 + len(args.best_of))
     args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output} ({len(groups)} groups)")
     return 0
