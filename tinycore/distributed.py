@@ -83,7 +83,8 @@ from tinycore import _simd
 from tinycore._validation import check_positive_int
 from tinycore.callbacks import ModelCheckpoint
 from tinycore.training import (History, TrainingDivergedError, _check_callbacks,
-                               _n_predictions, _overrides, _Progress, _split_validation)
+                               _epoch_loop, _n_predictions, _overrides, _Progress,
+                               _split_validation)
 
 _optim = _simd.load("_optim")
 
@@ -453,7 +454,6 @@ def _train_epoch(model, comm, step, X, y, steps, progress, batch_callbacks, epoc
 def _run(model, comm, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
          verbose, sharded, shard_sizes) -> History:
     root = comm.rank == 0
-    history = History()
     stats = CommStats(ranks=comm.size)
     step = _Stepper(model, comm, stats)
     # Only rank 0 writes checkpoints; the other callbacks run on every rank,
@@ -464,35 +464,21 @@ def _run(model, comm, X, y, validation, *, epochs, batch_size, shuffle, callback
     n_total = sum(shard_sizes) if sharded else X.shape[0]
     progress = _Progress(verbose if root else 0, epochs, n_total)
     n_draw = max(shard_sizes) if sharded else X.shape[0]
-    model.stop_training = False
+
+    def run_epoch(epoch: int) -> tuple[dict, dict]:
+        order = _epoch_order(model, X.shape[0], n_draw, shuffle)
+        steps = (_steps_sharded(order, batch_size, shard_sizes) if sharded
+                 else _steps_replicated(order, batch_size, comm.rank, comm.size))
+        metrics = _train_epoch(model, comm, step, X, y, steps, progress,
+                               batch_callbacks, epoch)
+        if validation is not None:
+            scores = _evaluate(model, comm, validation, sharded)
+            metrics.update({f"val_{name}": value for name, value in scores.items()})
+        return metrics, {}
+
     started = time.perf_counter()
-    for callback in callbacks:
-        callback.set_model(model)
-        callback.on_train_begin()
-    try:
-        for epoch in range(epochs):
-            for callback in callbacks:
-                callback.on_epoch_begin(epoch)
-            progress.start_epoch(epoch)
-            order = _epoch_order(model, X.shape[0], n_draw, shuffle)
-            steps = (_steps_sharded(order, batch_size, shard_sizes) if sharded
-                     else _steps_replicated(order, batch_size, comm.rank, comm.size))
-            metrics = _train_epoch(model, comm, step, X, y, steps, progress,
-                                   batch_callbacks, epoch)
-            if validation is not None:
-                scores = _evaluate(model, comm, validation, sharded)
-                metrics.update({f"val_{name}": value for name, value in scores.items()})
-            progress.end_epoch(epoch, metrics)
-            history._record(epoch, metrics)
-            for callback in callbacks:
-                callback.on_epoch_end(epoch, dict(metrics))
-            model.stop_training = _any_rank(comm, model.stop_training)
-            if model.stop_training:
-                break
-    finally:
-        progress.close()
-    for callback in callbacks:
-        callback.on_train_end()
+    history = _epoch_loop(model, callbacks, progress, epochs, run_epoch,
+                          agree=lambda stop: _any_rank(comm, stop))
     stats.train_seconds = time.perf_counter() - started
     if not root:
         history = History()               # rank 0 returns the full History

@@ -286,12 +286,19 @@ def _n_predictions(loss, n_samples: int, n_outputs: int) -> int:
     return n_samples if loss.name == "cross_entropy" else n_samples * n_outputs
 
 
-def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
-         verbose, track_gradients) -> History:
+def _epoch_loop(model, callbacks, progress: _Progress, epochs: int, run_epoch,
+                agree=None, close=None) -> History:
+    """The loop of every fit, local or distributed, around ``run_epoch``.
+
+    It calls the callbacks (around training and each epoch), drives the
+    progress display, records the History and stops when a callback sets
+    ``model.stop_training``.  ``run_epoch(epoch)`` trains one epoch and returns
+    (metrics shown on the progress line, metrics recorded but not shown).
+    ``agree(stop)`` turns one process's stop flag into the decision all take
+    (a distributed fit stops when any rank asks); ``close()`` runs however the
+    loop ends, before the callbacks hear of the end.
+    """
     history = History()
-    tracker = _GradientTracker(model) if track_gradients else None
-    progress = _Progress(verbose, epochs, X.shape[0])
-    batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
     model.stop_training = False
     for callback in callbacks:
         callback.set_model(model)
@@ -301,28 +308,44 @@ def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
             progress.start_epoch(epoch)
-            order = (model._rng.permutation(X.shape[0]) if shuffle
-                     else np.arange(X.shape[0], dtype=np.int64))
-            metrics = _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
-                                   tracker, epoch)
-            if validation is not None:
-                scores = model.evaluate(*validation)
-                metrics.update({f"val_{name}": value for name, value in scores.items()})
+            metrics, unshown = run_epoch(epoch)
             progress.end_epoch(epoch, metrics)
-            if tracker is not None:
-                metrics.update(tracker.epoch_metrics())
+            metrics.update(unshown)
             history._record(epoch, metrics)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, dict(metrics))
+            if agree is not None:
+                model.stop_training = agree(model.stop_training)
             if model.stop_training:
                 break
     finally:
         progress.close()
-        if tracker is not None:
-            tracker.close()
+        if close is not None:
+            close()
     for callback in callbacks:
         callback.on_train_end()
     return history
+
+
+def _run(model, X, y, validation, *, epochs, batch_size, shuffle, callbacks,
+         verbose, track_gradients) -> History:
+    tracker = _GradientTracker(model) if track_gradients else None
+    progress = _Progress(verbose, epochs, X.shape[0])
+    batch_callbacks = [cb for cb in callbacks if _overrides(cb, "on_batch_end")]
+
+    def run_epoch(epoch: int) -> tuple[dict, dict]:
+        order = (model._rng.permutation(X.shape[0]) if shuffle
+                 else np.arange(X.shape[0], dtype=np.int64))
+        metrics = _train_epoch(model, X, y, order, batch_size, progress, batch_callbacks,
+                               tracker, epoch)
+        if validation is not None:
+            scores = model.evaluate(*validation)
+            metrics.update({f"val_{name}": value for name, value in scores.items()})
+        # The gradient statistics go into the History, not onto the progress line.
+        return metrics, (tracker.epoch_metrics() if tracker is not None else {})
+
+    return _epoch_loop(model, callbacks, progress, epochs, run_epoch,
+                       close=tracker.close if tracker is not None else None)
 
 
 def _final_score(history: History) -> float:
