@@ -337,25 +337,24 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
                                  int m, int n, int k) noexcept nogil:
     """Whether :func:`_small_gemm` beats BLAS here (the measured crossover)."""
     cdef long long work = <long long>m * n * k
+    # The dtype's thresholds; the rules are the same for both.
+    cdef long long tiny = TC_GEMM_TINY_S if float32 else TC_GEMM_TINY_D
+    cdef int m_packed = TC_GEMM_M_PACKED_S if float32 else TC_GEMM_M_PACKED_D
+    cdef long long w_packed = TC_GEMM_W_PACKED_S if float32 else TC_GEMM_W_PACKED_D
+    cdef int m_direct = TC_GEMM_M_DIRECT_S if float32 else TC_GEMM_M_DIRECT_D
+    cdef long long w_direct = TC_GEMM_W_DIRECT_S if float32 else TC_GEMM_W_DIRECT_D
+    cdef long long w_narrow = TC_GEMM_W_NARROW_S if float32 else TC_GEMM_W_NARROW_D
     if k < 1 or k > TC_GEMM_KMAX:
         return False
-    if float32:
-        if work <= TC_GEMM_TINY_S:
-            return True
-        if n >= TC_GEMM_NR:
-            # Whole panels of C's rows; B transposed costs a copy of it.
-            if trans_b == Trans:
-                return m <= TC_GEMM_M_PACKED_S and work <= TC_GEMM_W_PACKED_S
-            return m <= TC_GEMM_M_DIRECT_S and work <= TC_GEMM_W_DIRECT_S
-        # Narrow C: as C^T, which reads op(A)^T in place only if A is transposed.
-        return trans_a == Trans and m >= TC_GEMM_NR and work <= TC_GEMM_W_NARROW_S
-    if work <= TC_GEMM_TINY_D:
+    if work <= tiny:
         return True
     if n >= TC_GEMM_NR:
+        # Whole panels of C's rows; B transposed costs a copy of it.
         if trans_b == Trans:
-            return m <= TC_GEMM_M_PACKED_D and work <= TC_GEMM_W_PACKED_D
-        return m <= TC_GEMM_M_DIRECT_D and work <= TC_GEMM_W_DIRECT_D
-    return trans_a == Trans and m >= TC_GEMM_NR and work <= TC_GEMM_W_NARROW_D
+            return m <= m_packed and work <= w_packed
+        return m <= m_direct and work <= w_direct
+    # Narrow C: as C^T, which reads op(A)^T in place only if A is transposed.
+    return trans_a == Trans and m >= TC_GEMM_NR and work <= w_narrow
 
 
 # BLAS is column-major and tinycore's arrays are row-major (C order).  A
