@@ -141,7 +141,7 @@ def test_sigmoid_from_threads_is_identical(dtype, rng):
 
 # --- the small-product kernel ------------------------------------------------
 
-KMAX = 128     # TC_GEMM_KMAX: the longest sum the kernel takes
+KMAX = 256     # TC_GEMM_KMAX: the longest sum the kernel takes
 
 
 def _in_order_reference(trans_a, trans_b, alpha, a, b, beta, c):

@@ -1,5 +1,6 @@
-"""Row-major GEMM for float32 and float64: a register-blocked loop for small
-products, SciPy's Fortran BLAS for the rest.
+"""Row-major GEMM for float32 and float64: a register-tiled loop for small
+products (its tile in C, with GCC's vector extensions), SciPy's Fortran BLAS
+for the rest.
 
 Every matrix product in tinycore goes through :func:`_gemm`; the other kernel
 modules ``cimport`` it, so the GIL is never needed for a product.  The loop
@@ -11,47 +12,28 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 
-# --- tile sizes and crossover ----------------------------------------------
+# --- the register tile ---------------------------------------------------
 #
 # TINYCORE_SIMD_LEVEL is the x86-64 level this module is compiled for, read
 # from the compiler's own macros (setup.py compiles it once per level): 1 =
 # x86-64 baseline (SSE2, 16 registers of 16 bytes), 3 = x86-64-v3 (AVX2: 16
-# of 32 bytes), 4 = x86-64-v4 (AVX-512: 32 of 64 bytes).  It chooses the tile
-# height only, never the arithmetic nor which products the loop takes: every
-# build adds the same products in the same order and sends the same products
-# to BLAS, so the builds give bit-identical results (tests/test_simd.py).
+# of 32 bytes), 4 = x86-64-v4 (AVX-512: 32 of 64 bytes).  It chooses the
+# tile's width only, never the arithmetic nor which products the loop takes:
+# every build adds the same products in the same order and sends the same
+# products to BLAS, so the builds give bit-identical results
+# (tests/test_simd.py).
 #
-# A tile is MR rows x NR columns of C whose sums stay in vector registers for
-# the whole loop over p.  NR = 32 at every level: GCC 12 vectorises a tile's
-# loop over its columns only if it has more than 16 iterations; with 16 or
-# fewer it unrolls that loop first and then vectorises the loop over p
-# instead, gathering one scalar per row, several times slower (seen with
-# -fopt-info-vec, NR = 4 ... 32).  MR = 2 at levels 1 and 3 (8 registers of
-# float32 sums at level 3, 16 for float64, which spill a little but still
-# beat 2 x 20 and 2 x 24 tiles, as at level 1); MR = 4 at level 4, not
-# measured here: its 32 registers hold the 8 or 16 registers of sums.
-#
-# The crossover was measured on a 2-core AMD EPYC (Zen 3, AVX2 + FMA) against
-# SciPy's OpenBLAS on one thread, with this module built for x86-64-v3:
-# m, n, k in {4, 8, ..., 128}, every transpose combination, median of 11
-# interleaved runs, two sweeps; the thresholds minimise the geometric mean of
-# time / best time over the sweep: 1.05 (float32) and 1.02 (float64),
-# against 1.23 and 1.14 with BLAS always.  OpenBLAS does a * b + c in one FMA
-# instruction, which -ffp-contract=off forbids here, so it wins past a few
-# hundred thousand multiply-adds.  One table serves every level, for the
-# bit-identical results above, and because the ratio it was measured at
-# carries over: where the baseline set runs on its own (a CPU without AVX2),
-# OpenBLAS has no FMA either and at most twice the loop's vector width,
-# about the 2x that FMA gives it at level 3.  (A forced baseline on an AVX2
-# CPU pays for this: there the SSE2 loop meets OpenBLAS's AVX2 code, and
-# products near the limits run up to 2x slower than BLAS would.)
-# The rules, per dtype (S float32, D float64), work = m * n * k:
-#   work <= TINY: any product (the BLAS call costs more than it);
-#   n >= NR, B read in place (not transposed): m <= M_DIRECT, work <= W_DIRECT;
-#   n >= NR, B transposed, copied in panels:   m <= M_PACKED, work <= W_PACKED;
-#   n < NR <= m, A transposed (dW = X^T dZ of a narrow layer), computed as
-#     C^T, reading op(A)^T in place: work <= W_NARROW.  Other narrow products
-#     would need a transposed copy of A, and lose to BLAS.
+# A tile is MR = 4 rows x NR columns of C whose sums stay in registers for the
+# whole loop over p; NR is two vectors (16 float32 or 8 float64 at level 3).
+# Per step p it loads the two vectors of B's row p once, and for each of the
+# four rows broadcasts a[r, p] and makes two products and two additions:
+# 6 loads for 16 arithmetic instructions, which two load ports keep up with.
+# The tile is written in C with GCC's vector extensions because GCC, left to
+# vectorise a plain loop over a 2 x 32 tile, reloaded each B vector for every
+# row (10 loads per step): that kernel was load-bound at 45 GFLOP/s on a
+# 64x32x32 product, where this one makes 73 (one Zen 3 core, whose sgemm
+# peak is about 85; no FMA is allowed, see the crossover below).  At level 4
+# the vectors stay at 32 bytes: not measured on an AVX-512 machine.
 cdef extern from *:
     """
     #if defined(__AVX512F__)
@@ -61,187 +43,165 @@ cdef extern from *:
     #else
     #define TINYCORE_SIMD_LEVEL 1
     #endif
-    #define TC_GEMM_NR 32
-    #define TC_GEMM_MR_MAX 4
-    #define TC_GEMM_KMAX 128
-    #define TC_GEMM_NARROW 16
-    #if TINYCORE_SIMD_LEVEL >= 4
-    #define TC_GEMM_MR_S 4
-    #define TC_GEMM_MR_D 4
-    #else
-    #define TC_GEMM_MR_S 2
-    #define TC_GEMM_MR_D 2
+    #if !defined(__GNUC__)
+    #error "tinycore's GEMM tile uses GCC vector extensions: build with GCC or Clang"
     #endif
-    #define TC_GEMM_TINY_S 256
-    #define TC_GEMM_M_DIRECT_S 64
-    #define TC_GEMM_W_DIRECT_S 262144
-    #define TC_GEMM_M_PACKED_S 32
-    #define TC_GEMM_W_PACKED_S 262144
-    #define TC_GEMM_W_NARROW_S 262144
-    #define TC_GEMM_TINY_D 256
-    #define TC_GEMM_M_DIRECT_D 64
-    #define TC_GEMM_W_DIRECT_D 65536
-    #define TC_GEMM_M_PACKED_D 32
-    #define TC_GEMM_W_PACKED_D 4096
-    #define TC_GEMM_W_NARROW_D 262144
+    #if TINYCORE_SIMD_LEVEL >= 3
+    #define TC_VEC_BYTES 32
+    #else
+    #define TC_VEC_BYTES 16
+    #endif
+    #define TC_GEMM_MR 4
+    #define TC_GEMM_NR_S (2 * TC_VEC_BYTES / 4)
+    #define TC_GEMM_NR_D (2 * TC_VEC_BYTES / 8)
+    #define TC_GEMM_NR_MAX 16
+    #define TC_GEMM_KMAX 256
+
+    /* tc_tile_T: the sums s[r, j] = sum_p a[r, p] b[p, j] of one MR x NR tile,
+       p in increasing order from the first product (one rounded product and
+       one rounded addition per step; -ffp-contract=off keeps them apart).
+       a[r, p] is a[r * sa_i + p * sa_p]; rows r >= mr repeat row mr - 1, so
+       nothing past A is read; b[p, j] is b[p * sb + j], NR columns.  With c,
+       the whole tile is stored at c[r * ldc + j] (plus bias[j] if bias is
+       not NULL); without, the sums go to out[r * NR + j].  Requires k >= 1
+       and, always, room for a tile at out (GCC cannot tell that a call with
+       c never stores there, and warns if it may be NULL).
+       One body for both precisions: the macro only names the element type. */
+    #define TC_DEFINE_TILE(T)                                                   \\
+    static inline void tc_tile_##T(int k, const T *a, Py_ssize_t sa_i,          \\
+                                   Py_ssize_t sa_p, int mr, const T *b,         \\
+                                   Py_ssize_t sb, const T *bias, T *c,          \\
+                                   Py_ssize_t ldc, T *out)                      \\
+    {                                                                           \\
+        typedef T vec __attribute__((vector_size(TC_VEC_BYTES)));               \\
+        typedef T vec_u __attribute__((vector_size(TC_VEC_BYTES),               \\
+                                       aligned(sizeof(T))));                    \\
+        enum { W = TC_VEC_BYTES / sizeof(T) };                                  \\
+        const T *row[TC_GEMM_MR];                                               \\
+        vec sum[TC_GEMM_MR][2], b0, b1;                                         \\
+        int r, p;                                                               \\
+        for (r = 0; r < TC_GEMM_MR; r++)                                        \\
+            row[r] = a + (r < mr ? r : mr - 1) * sa_i;                          \\
+        b0 = *(const vec_u *)b;                                                 \\
+        b1 = *(const vec_u *)(b + W);                                           \\
+        for (r = 0; r < TC_GEMM_MR; r++) {                                      \\
+            sum[r][0] = row[r][0] * b0;                                         \\
+            sum[r][1] = row[r][0] * b1;                                         \\
+        }                                                                       \\
+        for (p = 1; p < k; p++) {                                               \\
+            b0 = *(const vec_u *)(b + p * sb);                                  \\
+            b1 = *(const vec_u *)(b + p * sb + W);                              \\
+            for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
+                sum[r][0] = sum[r][0] + row[r][p * sa_p] * b0;                  \\
+                sum[r][1] = sum[r][1] + row[r][p * sa_p] * b1;                  \\
+            }                                                                   \\
+        }                                                                       \\
+        if (c == NULL) {                                                        \\
+            for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
+                *(vec_u *)(out + r * 2 * W) = sum[r][0];                        \\
+                *(vec_u *)(out + r * 2 * W + W) = sum[r][1];                    \\
+            }                                                                   \\
+            return;                                                             \\
+        }                                                                       \\
+        if (bias != NULL) {                                                     \\
+            b0 = *(const vec_u *)bias;                                          \\
+            b1 = *(const vec_u *)(bias + W);                                    \\
+            for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
+                sum[r][0] = sum[r][0] + b0;                                     \\
+                sum[r][1] = sum[r][1] + b1;                                     \\
+            }                                                                   \\
+        }                                                                       \\
+        for (r = 0; r < TC_GEMM_MR; r++) {                                      \\
+            *(vec_u *)(c + r * ldc) = sum[r][0];                                \\
+            *(vec_u *)(c + r * ldc + W) = sum[r][1];                            \\
+        }                                                                       \\
+    }
+    TC_DEFINE_TILE(float)
+    TC_DEFINE_TILE(double)
     """
     enum:
         TINYCORE_SIMD_LEVEL
-        TC_GEMM_NR          # columns of a tile
-        TC_GEMM_MR_S        # rows of a tile, float32
-        TC_GEMM_MR_D        # rows of a tile, float64
-        TC_GEMM_MR_MAX
+        TC_GEMM_MR          # rows of a tile
+        TC_GEMM_NR_S        # columns of a tile, float32
+        TC_GEMM_NR_D        # columns of a tile, float64
+        TC_GEMM_NR_MAX      # the widest of them at any level
         TC_GEMM_KMAX        # longest sum the kernel takes (size of a B panel)
-        TC_GEMM_NARROW      # up to this many columns: one run-time-wide tile
+    void tc_tile_float(int k, const float *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
+                       const float *b, Py_ssize_t sb, const float *bias, float *c,
+                       Py_ssize_t ldc, float *out) noexcept nogil
+    void tc_tile_double(int k, const double *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
+                        const double *b, Py_ssize_t sb, const double *bias, double *c,
+                        Py_ssize_t ldc, double *out) noexcept nogil
+
+
+# --- the crossover ----------------------------------------------------------
+#
+# Measured on a 2-core AMD EPYC (Zen 3, AVX2 + FMA) against SciPy's OpenBLAS
+# on one thread, with this module built for x86-64-v3: each of m, n, k in
+# {4, 8, ..., 256} (and n = 10), every transpose combination, both dtypes,
+# kernel and BLAS called alternately in a loop without the GIL, the best of
+# three sweeps.  The thresholds below minimise the geometric mean of
+# time / best time over the sweep: 1.016 (float32) and 1.022 (float64),
+# against 1.50 and 1.30 with BLAS always and 1.08 and 1.06 with the kernel
+# always.  Beyond about a million multiply-adds OpenBLAS wins: it packs A and
+# B into cache-sized blocks, which this kernel does not.  One table serves
+# every level, for the bit-identical results above (a forced baseline on an
+# AVX2 CPU pays for this: its SSE2 tile meets OpenBLAS's AVX2 code).
+# The rules, per dtype (S float32, D float64), work = m * n * k, k <= KMAX:
+#   work <= TINY: any product (the BLAS call costs more than it);
+#   n >= WIDE: work <= W_WIDE (a transposed B is copied into panels);
+#   n < WIDE <= m, A transposed (dW = X^T dZ of a narrow layer), computed as
+#     C^T, reading op(A)^T in place: work <= W_NARROW.  Other narrow products
+#     would need a transposed copy of A, and lose to BLAS.
+cdef extern from *:
+    """
+    #define TC_GEMM_WIDE 16
+    #define TC_GEMM_TINY_S 1024
+    #define TC_GEMM_W_WIDE_S 1048576
+    #define TC_GEMM_W_NARROW_S 1048576
+    #define TC_GEMM_TINY_D 4096
+    #define TC_GEMM_W_WIDE_D 262144
+    #define TC_GEMM_W_NARROW_D 1048576
+    """
+    enum:
+        TC_GEMM_WIDE        # C at least this wide: tiles of C's own rows
         TC_GEMM_TINY_S
-        TC_GEMM_M_DIRECT_S
-        TC_GEMM_W_DIRECT_S
-        TC_GEMM_M_PACKED_S
-        TC_GEMM_W_PACKED_S
+        TC_GEMM_W_WIDE_S
         TC_GEMM_W_NARROW_S
         TC_GEMM_TINY_D
-        TC_GEMM_M_DIRECT_D
-        TC_GEMM_W_DIRECT_D
-        TC_GEMM_M_PACKED_D
-        TC_GEMM_W_PACKED_D
+        TC_GEMM_W_WIDE_D
         TC_GEMM_W_NARROW_D
 
 
-cdef inline void _set_scaled_row(floating *acc, floating x, const floating *b,
-                                 int n) noexcept nogil:
-    cdef int j
-    for j in range(n):
-        acc[j] = x * b[j]
-
-
-cdef inline void _add_scaled_row(floating *acc, floating x, const floating *b,
-                                 int n) noexcept nogil:
-    # acc[j] += x * b[j], vectorised across j: each acc[j] stays one sum over
-    # p in increasing order, a product then an addition, each rounded.
-    cdef int j
-    for j in range(n):
-        acc[j] = acc[j] + x * b[j]
-
-
-cdef inline void _copy_row(floating *c, const floating *acc, int n) noexcept nogil:
-    cdef int j
-    for j in range(n):
-        c[j] = acc[j]
-
-
-cdef inline void _copy_row_plus(floating *c, const floating *acc, const floating *bias,
-                                int n) noexcept nogil:
-    # c[j] = acc[j] + bias[j]: the bias added as the sums leave the registers,
-    # the same rounded addition a later pass over C would make.
-    cdef int j
-    for j in range(n):
-        c[j] = acc[j] + bias[j]
-
-
-cdef inline void _store_row(floating *c, const floating *acc, int n,
-                            double alpha, double beta) noexcept nogil:
-    # c[j] := alpha * acc[j] + beta * c[j], contiguous (vectorised).
-    cdef int j
-    if beta == 0:                   # C may hold garbage: never read it
-        if alpha == 1:              # alpha * acc is then acc, exactly
-            for j in range(n):
-                c[j] = acc[j]
-        else:
-            for j in range(n):
-                c[j] = <floating>(alpha * acc[j])
+cdef inline void _tile(int k, const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
+                       int mr, const floating *b, Py_ssize_t sb, const floating *bias,
+                       floating *c, Py_ssize_t ldc, floating *out) noexcept nogil:
+    if floating is float:
+        tc_tile_float(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
     else:
-        for j in range(n):
-            c[j] = <floating>(alpha * acc[j] + beta * c[j])
+        tc_tile_double(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
 
 
-cdef inline void _store_row_strided(floating *c, Py_ssize_t sc, const floating *acc,
-                                    int n, double alpha, double beta) noexcept nogil:
-    # c[j * sc] := alpha * acc[j] + beta * c[j * sc], the same arithmetic.
-    cdef int j
-    if beta == 0:
-        for j in range(n):
-            c[j * sc] = <floating>(alpha * acc[j])
-    else:
-        for j in range(n):
-            c[j * sc] = <floating>(alpha * acc[j] + beta * c[j * sc])
-
-
-cdef inline void _tile(int width, int k,
-                       const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
-                       const floating *b, Py_ssize_t sb, int nr,
-                       double alpha, double beta, const floating *bias,
-                       floating *c, Py_ssize_t sc_i, Py_ssize_t sc_j) noexcept nogil:
-    """One MR x width tile: c[r, j] := alpha * sum_p a[r, p] b[p, j] + beta * c[r, j].
-
-    a[r, p] is ``a[r * sa_i + p * sa_p]`` and c[r, j] is ``c[r * sc_i + j * sc_j]``
-    (either may be transposed); b[p, j] is ``b[p * sb + j]`` for all ``width``
-    columns (B itself or a packed, zero-padded panel).  Only the first ``mr``
-    rows and ``nr`` columns are stored.  Requires k >= 1.  With ``bias`` (not
-    NULL; then alpha = 1, beta = 0 and sc_j = 1), c[r, j] := sum + bias[j].
-
-    With ``width`` the constant NR the sums stay in registers; a smaller,
-    run-time width serves narrow products, with the sums in memory.
-    """
-    cdef int MR = TC_GEMM_MR_S if floating is float else TC_GEMM_MR_D
-    cdef floating acc[TC_GEMM_MR_MAX][TC_GEMM_NR]
-    # Rows past the edge repeat the last one: no read out of bounds and no
-    # branch in the loop; their sums are computed but never stored.
-    cdef const floating *a0 = a
-    cdef const floating *a1 = a + min(1, mr - 1) * sa_i
-    cdef const floating *a2 = a + min(2, mr - 1) * sa_i
-    cdef const floating *a3 = a + min(3, mr - 1) * sa_i
-    cdef const floating *bp
-    cdef int p, r
-    # The sums start from the first product rather than from 0 + it (which
-    # differs only in the sign of a zero): zeroing the accumulators first
-    # became a memset call per tile, a fifth of the time of a 64x32x32 product.
-    # One loop per row (MR is a compile-time constant): GCC then keeps the
-    # MR * NR sums in registers.  Written as one loop over rows and columns,
-    # GCC's unroll-and-jam fuses the p and p + 1 steps and the sums go back
-    # to memory at every step (seen in the assembly).
-    _set_scaled_row(acc[0], a0[0], b, width)
-    if MR > 1:
-        _set_scaled_row(acc[1], a1[0], b, width)
-    if MR > 2:
-        _set_scaled_row(acc[2], a2[0], b, width)
-    if MR > 3:
-        _set_scaled_row(acc[3], a3[0], b, width)
-    for p in range(1, k):
-        bp = b + p * sb
-        _add_scaled_row(acc[0], a0[p * sa_p], bp, width)
-        if MR > 1:
-            _add_scaled_row(acc[1], a1[p * sa_p], bp, width)
-        if MR > 2:
-            _add_scaled_row(acc[2], a2[p * sa_p], bp, width)
-        if MR > 3:
-            _add_scaled_row(acc[3], a3[p * sa_p], bp, width)
-    if mr == MR and nr == width and sc_j == 1 and alpha == 1 and beta == 0:
-        # The common case (whole tile, C = A @ B): bounds known at compile
-        # time, so the sums go from registers straight to C.
-        if bias != NULL:
-            _copy_row_plus(c, acc[0], bias, width)
-            if MR > 1:
-                _copy_row_plus(c + sc_i, acc[1], bias, width)
-            if MR > 2:
-                _copy_row_plus(c + 2 * sc_i, acc[2], bias, width)
-            if MR > 3:
-                _copy_row_plus(c + 3 * sc_i, acc[3], bias, width)
-            return
-        _copy_row(c, acc[0], width)
-        if MR > 1:
-            _copy_row(c + sc_i, acc[1], width)
-        if MR > 2:
-            _copy_row(c + 2 * sc_i, acc[2], width)
-        if MR > 3:
-            _copy_row(c + 3 * sc_i, acc[3], width)
-        return
+cdef inline void _store_sums(const floating *sums, int NR, int mr, int nr,
+                             double alpha, double beta, const floating *bias,
+                             floating *c, Py_ssize_t sc_i, Py_ssize_t sc_j) noexcept nogil:
+    """The first mr x nr of a tile's sums into C: c[r, j] := alpha * s + beta * c[r, j],
+    or s + bias[j] with a bias (then alpha = 1, beta = 0).  C is never read
+    when beta = 0, so it may hold garbage."""
+    cdef int r, j
+    cdef const floating *s
+    cdef floating *c_row
     for r in range(mr):
-        if bias != NULL:
-            _copy_row_plus(c + r * sc_i, acc[r], bias, nr)
-        elif sc_j == 1:
-            _store_row(c + r * sc_i, acc[r], nr, alpha, beta)
-        else:
-            _store_row_strided(c + r * sc_i, sc_j, acc[r], nr, alpha, beta)
+        s = sums + r * NR
+        c_row = c + r * sc_i
+        for j in range(nr):
+            if bias != NULL:
+                c_row[j * sc_j] = s[j] + bias[j]
+            elif beta == 0:
+                # alpha * s is s, exactly, when alpha is 1.
+                c_row[j * sc_j] = s[j] if alpha == 1 else <floating>(alpha * s[j])
+            else:
+                c_row[j * sc_j] = <floating>(alpha * s[j] + beta * c_row[j * sc_j])
 
 
 cdef inline void _pack_panel(int k, int nr, int NR, const floating *b,
@@ -249,17 +209,12 @@ cdef inline void _pack_panel(int k, int nr, int NR, const floating *b,
                              floating *panel) noexcept nogil:
     # panel[p, jj] = B[p, jj] for jj < nr, 0 up to NR: rows of NR contiguous
     # elements, whatever B's strides and however few columns are left.
+    # Row by row of the panel, also for a transposed B (sb_j != 1): writing
+    # contiguously beat reading contiguously by a fifth (32 x 16 panels).
     cdef int p, jj
-    if sb_p == 1:
-        # B transposed: read each column of the panel contiguously.
-        for jj in range(nr):
-            for p in range(k):
-                panel[p * NR + jj] = b[p + jj * sb_j]
-    else:
-        for p in range(k):
-            for jj in range(nr):
-                panel[p * NR + jj] = b[p * sb_p + jj * sb_j]
     for p in range(k):
+        for jj in range(nr):
+            panel[p * NR + jj] = b[p * sb_p + jj * sb_j]
         for jj in range(nr, NR):
             panel[p * NR + jj] = 0
 
@@ -276,28 +231,18 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
     ``bias`` (n values, or NULL) is added to every row of C; it requires
     alpha = 1, beta = 0 and sc_j = 1.
     """
-    cdef int MR = TC_GEMM_MR_S if floating is float else TC_GEMM_MR_D
-    cdef int NR = TC_GEMM_NR
-    cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR]
-    cdef const floating *bp = b
+    cdef int NR = TC_GEMM_NR_S if floating is float else TC_GEMM_NR_D
+    cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR_MAX]
+    cdef floating sums[TC_GEMM_MR * TC_GEMM_NR_MAX]
+    cdef const floating *bp
     cdef const floating *panel_bias = NULL
-    cdef Py_ssize_t sb = sb_p
-    cdef int i, j = 0, nr
-    if n <= TC_GEMM_NARROW:
-        # Narrow: one tile as wide as C, rather than NR columns mostly padding.
-        if sb_j != 1:
-            _pack_panel(k, n, n, b, sb_p, sb_j, panel)
-            bp = panel
-            sb = n
-        i = 0
-        while i < m:
-            _tile(n, k, a + i * sa_i, sa_i, sa_p, min(MR, m - i), bp, sb, n,
-                  alpha, beta, bias, c + i * sc_i, sc_i, sc_j)
-            i += MR
-        return
+    cdef Py_ssize_t sb
+    cdef bint whole_panel, plain = alpha == 1 and beta == 0 and sc_j == 1
+    cdef int i, j = 0, mr, nr
     while j < n:
         nr = min(NR, n - j)
-        if sb_j == 1 and nr == NR:
+        whole_panel = nr == NR
+        if sb_j == 1 and whole_panel:
             bp = b + j              # B's rows already hold the NR columns
             sb = sb_p
         else:
@@ -308,9 +253,16 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
             panel_bias = bias + j
         i = 0
         while i < m:
-            _tile(NR, k, a + i * sa_i, sa_i, sa_p, min(MR, m - i), bp, sb, nr,
-                  alpha, beta, panel_bias, c + i * sc_i + j * sc_j, sc_i, sc_j)
-            i += MR
+            mr = min(<int>TC_GEMM_MR, m - i)
+            if plain and whole_panel and mr == TC_GEMM_MR:
+                # The common case: the sums go from registers straight to C.
+                _tile(k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, panel_bias,
+                      c + i * sc_i + j, sc_i, sums)
+            else:
+                _tile(k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, NULL, NULL, 0, sums)
+                _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias,
+                            c + i * sc_i + j * sc_j, sc_i, sc_j)
+            i += TC_GEMM_MR
         j += NR
 
 
@@ -324,7 +276,7 @@ cdef void _small_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int 
     cdef Py_ssize_t a_p = lda if trans_a == Trans else 1
     cdef Py_ssize_t b_p = 1 if trans_b == Trans else ldb
     cdef Py_ssize_t b_j = ldb if trans_b == Trans else 1
-    if n < TC_GEMM_NR <= m:
+    if n < TC_GEMM_WIDE <= m:
         # Few columns, many rows (the 10 outputs of a classifier): tiles of
         # NR columns would be mostly padding, so compute C^T = op(B)^T @
         # op(A)^T, whose rows are C's columns.  Same products, same order.
@@ -337,24 +289,15 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
                                  int m, int n, int k) noexcept nogil:
     """Whether :func:`_small_gemm` beats BLAS here (the measured crossover)."""
     cdef long long work = <long long>m * n * k
-    # The dtype's thresholds; the rules are the same for both.
-    cdef long long tiny = TC_GEMM_TINY_S if float32 else TC_GEMM_TINY_D
-    cdef int m_packed = TC_GEMM_M_PACKED_S if float32 else TC_GEMM_M_PACKED_D
-    cdef long long w_packed = TC_GEMM_W_PACKED_S if float32 else TC_GEMM_W_PACKED_D
-    cdef int m_direct = TC_GEMM_M_DIRECT_S if float32 else TC_GEMM_M_DIRECT_D
-    cdef long long w_direct = TC_GEMM_W_DIRECT_S if float32 else TC_GEMM_W_DIRECT_D
-    cdef long long w_narrow = TC_GEMM_W_NARROW_S if float32 else TC_GEMM_W_NARROW_D
     if k < 1 or k > TC_GEMM_KMAX:
         return False
-    if work <= tiny:
+    if work <= (TC_GEMM_TINY_S if float32 else TC_GEMM_TINY_D):
         return True
-    if n >= TC_GEMM_NR:
-        # Whole panels of C's rows; B transposed costs a copy of it.
-        if trans_b == Trans:
-            return m <= m_packed and work <= w_packed
-        return m <= m_direct and work <= w_direct
+    if n >= TC_GEMM_WIDE:
+        return work <= (TC_GEMM_W_WIDE_S if float32 else TC_GEMM_W_WIDE_D)
     # Narrow C: as C^T, which reads op(A)^T in place only if A is transposed.
-    return trans_a == Trans and m >= TC_GEMM_NR and work <= w_narrow
+    return (trans_a == Trans and m >= TC_GEMM_WIDE
+            and work <= (TC_GEMM_W_NARROW_S if float32 else TC_GEMM_W_NARROW_D))
 
 
 # BLAS is column-major and tinycore's arrays are row-major (C order).  A
@@ -402,7 +345,7 @@ cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
     """
     cdef int i, j
     cdef floating *c_row
-    if (bias != NULL and not (n < TC_GEMM_NR <= m)
+    if (bias != NULL and not (n < TC_GEMM_WIDE <= m)
             and _use_small_gemm(floating is float, NoTrans, NoTrans, m, n, k)):
         _tiled_gemm(m, n, k, 1.0, a, lda, 1, b, ldb, 1, 0.0, bias, c, ldc, 1)
         return
