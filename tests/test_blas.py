@@ -272,3 +272,17 @@ def test_kernel_propagates_nan_and_inf_like_the_in_order_sum(dtype):
     np.testing.assert_array_equal(
         c, _in_order_reference(False, False, 1.0, a, b, 0.0, c))
     assert np.isnan(c[1]).all() and np.isinf(c[[0, 2, 3, 4], 4]).all()
+
+
+@pytest.mark.parametrize("n_rows, n_cols", [(1, 1), (64, 32), (7, 15), (5, 16), (3, 17), (33, 50)])
+def test_column_sums_are_the_in_order_sums_bit_for_bit(dtype, rng, n_rows, n_cols):
+    # The bias gradient: each column summed from +0 over the rows in order,
+    # in the array's dtype, whatever the block of 16 columns it falls in.
+    x = rng.standard_normal((n_rows, n_cols)).astype(dtype)
+    expected = np.zeros(n_cols, dtype)
+    for row in x:
+        expected = expected + row
+    out = np.full(n_cols, np.nan, dtype)
+    _blas._column_sums_memview(x, out)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(out, x.sum(axis=0, dtype=np.float64), **TOL[dtype])

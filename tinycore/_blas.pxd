@@ -13,3 +13,6 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
 cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
                      const floating *b, int ldb, const floating *bias,
                      floating *c, int ldc) noexcept nogil
+
+cdef void _column_sums(const floating *x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       floating *out) noexcept nogil

@@ -357,6 +357,48 @@ cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
                 c_row[j] = c_row[j] + bias[j]
 
 
+cdef void _column_sums(const floating *x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       floating *out) noexcept nogil:
+    """out[j] = sum_i x[i, j] (x row-major, n_rows x n_cols): the bias gradient.
+
+    Each sum starts from +0 and takes the rows in increasing order, so it is
+    the same on every run and in every build.  The sums of 16 columns at a
+    time are kept in a local array, which the compiler holds in registers
+    across the rows; summed in ``out`` itself they went back to memory after
+    every row, since ``out`` might have been part of ``x``.
+    """
+    cdef floating acc[16]
+    cdef Py_ssize_t i, j, start = 0, width
+    cdef const floating *row
+    while start + 16 <= n_cols:
+        for j in range(16):
+            acc[j] = 0
+        for i in range(n_rows):
+            row = x + i * n_cols + start
+            for j in range(16):
+                acc[j] = acc[j] + row[j]
+        for j in range(16):
+            out[start + j] = acc[j]
+        start += 16
+    width = n_cols - start
+    if width > 0:
+        for j in range(width):
+            acc[j] = 0
+        for i in range(n_rows):
+            row = x + i * n_cols + start
+            for j in range(width):
+                acc[j] = acc[j] + row[j]
+        for j in range(width):
+            out[start + j] = acc[j]
+
+
+cpdef void _column_sums_memview(const floating[:, ::1] x,   # IN  (n_rows, n_cols)
+                                floating[::1] out):         # OUT (n_cols,)
+    """Test hook: ``out = x.sum(axis=0)``, rows in order, through :func:`_column_sums`."""
+    with nogil:
+        _column_sums(&x[0, 0], x.shape[0], x.shape[1], &out[0])
+
+
 cpdef void _gemm_memview(bint trans_a, bint trans_b, double alpha,
                          const floating[:, ::1] a,   # IN  (m, k), or (k, m) if trans_a
                          const floating[:, ::1] b,   # IN  (k, n), or (n, k) if trans_b

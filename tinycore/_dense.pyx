@@ -11,7 +11,7 @@ single BLAS calls made without the GIL.
 """
 from cython cimport floating
 
-from ._blas cimport _gemm, _gemm_bias, NoTrans, Trans
+from ._blas cimport _column_sums, _gemm, _gemm_bias, NoTrans, Trans
 from ._activations cimport Activation, _bias_activation, _activation_backward
 
 
@@ -52,7 +52,6 @@ def dense_param_backward(const floating[:, ::1] x,     # IN  (batch, in)
                          floating[:, ::1] dx):         # OUT (batch, in) or None
     """dW = X^T @ dZ, db = column sums of dZ, dX = dZ @ W^T (when dx is given)."""
     cdef int batch = x.shape[0], n_in = x.shape[1], n_out = w.shape[1]
-    cdef Py_ssize_t i, j
     cdef floating *db_ptr = NULL
     cdef floating *dx_ptr = NULL
     if db is not None:
@@ -64,12 +63,7 @@ def dense_param_backward(const floating[:, ::1] x,     # IN  (batch, in)
         _gemm(Trans, NoTrans, n_in, n_out, batch,
               1.0, &x[0, 0], n_in, &dz[0, 0], n_out, 0.0, &dw[0, 0], n_out)
         if db_ptr != NULL:
-            # Rows in a fixed order, so the sum is the same on every run.
-            for j in range(n_out):
-                db_ptr[j] = 0
-            for i in range(batch):
-                for j in range(n_out):
-                    db_ptr[j] += dz[i, j]
+            _column_sums(&dz[0, 0], batch, n_out, db_ptr)
         if dx_ptr != NULL:
             # dX (batch, in) = dZ (batch, out) @ W^T (out, in).
             _gemm(NoTrans, Trans, batch, n_in, n_out,

@@ -27,7 +27,7 @@ from ._activations cimport (
     Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _all_finite,
     _bias_activation,
 )
-from ._blas cimport NoTrans, Trans, _gemm, _gemm_bias
+from ._blas cimport NoTrans, Trans, _column_sums, _gemm, _gemm_bias
 from ._losses cimport (
     _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
     _sigmoid_binary_cross_entropy, _softmax_cross_entropy_labels,
@@ -161,14 +161,12 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
                                floating *grads, floating *ws, double lr,
                                bint update) noexcept nogil:
     cdef int l
-    cdef Py_ssize_t i, j
     cdef const LayerSpec *layer
     cdef const LayerSpec *below
     cdef const floating *inp
     cdef floating *dz = ws + p.batch * p.grad0_cols
     cdef floating *dx = ws + p.batch * p.grad1_cols
     cdef floating *swap
-    cdef floating *db
     for l in range(p.n_layers - 1, -1, -1):
         layer = &p.layers[l]
         inp = x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols
@@ -177,13 +175,7 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
               1.0, inp, layer.n_in, dz, layer.n_out, 0.0,
               grads + layer.w_offset, layer.n_out)
         if layer.b_offset >= 0:
-            # Rows in a fixed order, so the sum is the same on every run.
-            db = grads + layer.b_offset
-            for j in range(layer.n_out):
-                db[j] = 0
-            for i in range(p.batch):
-                for j in range(layer.n_out):
-                    db[j] += dz[i * layer.n_out + j]
+            _column_sums(dz, p.batch, layer.n_out, grads + layer.b_offset)
         if l > 0:
             # dX (batch, in) = dZ (batch, out) @ W^T, with W before its update;
             # then through the activation of the layer below: its dZ.
