@@ -138,6 +138,21 @@ cdef inline double _shifted_exps(const floating *z, floating *out, Py_ssize_t n,
     row_max[0] = m
     return _sum_in_lanes(out, n)
 
+cdef inline double _softmax_row_sum(const floating *z, floating *a, Py_ssize_t n,
+                                    floating *row_max) noexcept nogil:
+    """a = softmax(z) for a row of n >= 1; returns the sum of the shifted exps.
+
+    With the row maximum m stored in ``row_max``, m + log(sum) is the row's
+    log-sum-exp: the fused softmax + cross-entropy takes it from here rather
+    than taking the exps a second time.
+    """
+    cdef Py_ssize_t j
+    cdef double total = _shifted_exps(z, a, n, row_max)
+    cdef floating inverse = <floating>(1.0 / total)
+    for j in range(n):
+        a[j] = a[j] * inverse
+    return total
+
 # --- the finiteness check of the input, inline so that every kernel module
 # can make it inside the pass that already reads the data ---
 

@@ -81,11 +81,8 @@ cdef inline floating _tanh(floating z) noexcept nogil:
 
 cdef inline void _softmax_row(const floating *z, floating *a,
                               Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t j
     cdef floating row_max
-    cdef floating inverse = <floating>(1.0 / _shifted_exps(z, a, n, &row_max))
-    for j in range(n):
-        a[j] = a[j] * inverse
+    _softmax_row_sum(z, a, n, &row_max)
 
 
 cdef inline void _softmax_row_backward(const floating *a, const floating *da,

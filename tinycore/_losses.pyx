@@ -10,7 +10,7 @@ from libc.math cimport exp, log, log1p, fabs, fmax
 from libc.stdint cimport int64_t
 from cython cimport floating
 
-from ._activations cimport _shifted_exps
+from ._activations cimport _shifted_exps, _softmax_row_sum
 
 # PyTorch's conventions for probabilities of exactly 0 or 1: log(p) is clamped
 # at -100 in the value, and the denominators of the gradients (p for
@@ -198,19 +198,24 @@ def cross_entropy_rows_grad(double scale,
 # Fused kernels: softmax + cross-entropy, sigmoid + binary cross-entropy
 # ---------------------------------------------------------------------------
 
-cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n,
-                                  floating *scratch) noexcept nogil:
+cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n, floating *out,
+                                  bint softmax) noexcept nogil:
     # log sum_j exp(z_j) = m + log sum_j exp(z_j - m), m the row maximum, with
     # the exps the softmax takes (for float32, tinycore's vectorisable exp,
-    # not a libm call per element), written to ``scratch`` (n elements, not
-    # aliasing z) and summed in double.
+    # not a libm call per element), summed in double.  The exps are written
+    # to ``out`` (n elements, not aliasing z): as they are, as scratch, or
+    # with ``softmax`` divided by their sum, which is the row's softmax.
     cdef floating m
-    cdef double total = _shifted_exps(z, scratch, n, &m)
+    cdef double total
+    if softmax:
+        total = _softmax_row_sum(z, out, n, &m)
+    else:
+        total = _shifted_exps(z, out, n, &m)
     return m + log(total)
 
 
 cdef double _softmax_cross_entropy_labels(
-        double scale, const floating *logits, const floating *prob,
+        double scale, const floating *logits, floating *prob, bint prob_from_logits,
         const int64_t *labels, floating *dz,
         Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
     cdef Py_ssize_t i, j
@@ -218,8 +223,12 @@ cdef double _softmax_cross_entropy_labels(
     cdef double total = 0.0
     for i in range(n_rows):
         z_row = logits + i * n_cols
-        # dz's row is scratch for the exps until it is written below.
-        total += _row_logsumexp(z_row, n_cols, dz + i * n_cols) - z_row[labels[i]]
+        # With prob_from_logits the row's softmax is taken here, from the exps
+        # the log-sum-exp needs (the training plan's forward pass leaves it to
+        # this kernel); else dz's row is scratch for them until written below.
+        total += _row_logsumexp(z_row, n_cols,
+                                prob + i * n_cols if prob_from_logits else dz + i * n_cols,
+                                prob_from_logits) - z_row[labels[i]]
         for j in range(n_cols):
             dz[i * n_cols + j] = <floating>(scale * prob[i * n_cols + j])
         dz[i * n_cols + labels[i]] = <floating>(
@@ -228,13 +237,15 @@ cdef double _softmax_cross_entropy_labels(
 
 
 cdef double _softmax_cross_entropy_rows(
-        double scale, const floating *logits, const floating *prob,
+        double scale, const floating *logits, floating *prob, bint prob_from_logits,
         const floating *target, floating *dz,
         Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
     cdef Py_ssize_t i, j, k
     cdef double lse, row_sum, total = 0.0
     for i in range(n_rows):
-        lse = _row_logsumexp(logits + i * n_cols, n_cols, dz + i * n_cols)
+        lse = _row_logsumexp(logits + i * n_cols, n_cols,
+                             prob + i * n_cols if prob_from_logits else dz + i * n_cols,
+                             prob_from_logits)
         row_sum = 0.0
         for j in range(n_cols):
             k = i * n_cols + j
@@ -272,8 +283,9 @@ def softmax_cross_entropy_labels(double scale,
     """
     cdef double total
     with nogil:
-        total = _softmax_cross_entropy_labels(scale, &logits[0, 0], &prob[0, 0],
-                                              &labels[0], &dz[0, 0],
+        # prob is only read (prob_from_logits is False): the cast drops const.
+        total = _softmax_cross_entropy_labels(scale, &logits[0, 0], <floating *>&prob[0, 0],
+                                              False, &labels[0], &dz[0, 0],
                                               logits.shape[0], logits.shape[1])
     return total
 
@@ -292,8 +304,9 @@ def softmax_cross_entropy_rows(double scale,
     """
     cdef double total
     with nogil:
-        total = _softmax_cross_entropy_rows(scale, &logits[0, 0], &prob[0, 0],
-                                            &target[0, 0], &dz[0, 0],
+        # prob is only read (prob_from_logits is False): the cast drops const.
+        total = _softmax_cross_entropy_rows(scale, &logits[0, 0], <floating *>&prob[0, 0],
+                                            False, &target[0, 0], &dz[0, 0],
                                             logits.shape[0], logits.shape[1])
     return total
 

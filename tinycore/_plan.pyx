@@ -24,7 +24,7 @@ from cython cimport floating
 import numpy as np
 
 from ._activations cimport (
-    Activation, LINEAR, RELU, SIGMOID, TANH, _activation_backward, _all_finite,
+    Activation, LINEAR, RELU, SIGMOID, SOFTMAX, TANH, _activation_backward, _all_finite,
     _bias_activation,
 )
 from ._blas cimport NoTrans, Trans, _column_sums, _gemm, _gemm_bias
@@ -103,8 +103,17 @@ cdef inline bint _labels_in_range(const int64_t *labels, Py_ssize_t n,
     return not bad
 
 
+cdef inline bint _softmax_left_to_loss(const Problem *p) noexcept nogil:
+    # Softmax + cross-entropy: the loss kernel takes the output layer's
+    # softmax from the exps its log-sum-exp needs, so a training step's
+    # forward pass stops at that layer's Z.
+    return p.loss_kind == LOSS_CE and p.layers[p.n_layers - 1].activation == SOFTMAX
+
+
 cdef void _forward(const Problem *p, const floating *x, floating *params,
-                   floating *ws) noexcept nogil:
+                   floating *ws, bint training) noexcept nogil:
+    """Every layer's Z and A; in ``training``, the output layer's A may be left
+    to the loss (see :func:`_softmax_left_to_loss`)."""
     cdef int l
     cdef const LayerSpec *layer
     cdef const floating *inp = x
@@ -120,26 +129,30 @@ cdef void _forward(const Problem *p, const floating *x, floating *params,
                    params + layer.w_offset, layer.n_out,
                    params + layer.b_offset if layer.b_offset >= 0 else NULL,
                    z, layer.n_out)
+        if training and l == p.n_layers - 1 and _softmax_left_to_loss(p):
+            return
         _bias_activation(layer.activation, layer.alpha, z, NULL, a, p.batch, layer.n_out)
         inp = a
 
 
 cdef double _output_gradient(const Problem *p, const floating *target,
                              const int64_t *labels, floating *ws) noexcept nogil:
-    """Loss value; dL/dZ of the last layer written to the first scratch buffer."""
+    """Loss value; dL/dZ of the last layer written to the first scratch buffer
+    (and the last layer's A, if the forward pass left it to the loss)."""
     cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
     cdef const floating *z = ws + p.batch * last.z_cols
-    cdef const floating *a = ws + p.batch * last.a_cols
+    cdef floating *a = ws + p.batch * last.a_cols
     cdef floating *dz = ws + p.batch * p.grad0_cols
     cdef Py_ssize_t n = p.batch * last.n_out
     cdef double value
+    cdef bint softmax_here = _softmax_left_to_loss(p)
     if p.loss_kind == LOSS_CE:
         if p.has_labels:
-            value = _softmax_cross_entropy_labels(1.0 / p.batch, z, a, labels, dz,
-                                                  p.batch, last.n_out)
+            value = _softmax_cross_entropy_labels(1.0 / p.batch, z, a, softmax_here,
+                                                  labels, dz, p.batch, last.n_out)
         else:
-            value = _softmax_cross_entropy_rows(1.0 / p.batch, z, a, target, dz,
-                                                p.batch, last.n_out)
+            value = _softmax_cross_entropy_rows(1.0 / p.batch, z, a, softmax_here,
+                                                target, dz, p.batch, last.n_out)
         return value / p.batch
     if p.loss_kind == LOSS_BCE:
         return _sigmoid_binary_cross_entropy(1.0 / n, z, a, target, dz, n) / n
@@ -250,10 +263,10 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
     """One step.  No update if the loss is not finite; with ``guard``, none
     unless every gradient is finite too (``bad_layer`` then names where)."""
     cdef double value
-    _forward(p, x, params, ws)
+    _forward(p, x, params, ws, True)
+    value = _output_gradient(p, target, labels, ws)
     if count:
         n_correct[0] = _count_correct(p, target, labels, ws)
-    value = _output_gradient(p, target, labels, ws)
     if not (value - value == 0):
         # The forward pass overflowed (finite input can do it: 1e38 times a
         # weight of 10).  Its gradient would write NaN into every weight, and
@@ -275,7 +288,7 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
 cdef void _predict(const Problem *p, const floating *x, floating *params,
                    floating *ws, floating *out) noexcept nogil:
     cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
-    _forward(p, x, params, ws)
+    _forward(p, x, params, ws, False)
     memcpy(out, ws + p.batch * last.a_cols, p.batch * last.n_out * sizeof(floating))
 
 
