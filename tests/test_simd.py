@@ -275,7 +275,8 @@ def test_optimizer_kernels_are_bit_identical(level, dtype, rng):
                                               (True, True)])
 def test_gemm_is_bit_identical(level, dtype, trans_a, trans_b, rng):
     base, wide = _simd.load("_blas", "baseline"), _simd.load("_blas", level)
-    for m, n, k in [(1, 1, 1), (3, 5, 7), (4, 4, 8), (32, 10, 64), (17, 33, 9), (64, 32, 32)]:
+    for m, n, k in [(1, 1, 1), (3, 5, 7), (4, 4, 8), (32, 10, 64), (17, 33, 9), (64, 32, 32),
+                    (6, 65, 3)]:
         a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
         c0 = rng.standard_normal((m, n)).astype(dtype)
