@@ -19,6 +19,18 @@ def test_choose_coretype(level, environ, loaded, expected):
     assert reason
 
 
+@pytest.mark.parametrize("level,coretype,hint", [
+    (4, "Haswell", True),          # AVX-512 left unused: say how to get it
+    (4, "SkylakeX", False),
+    (4, "cooperlake", False),
+    (3, "Haswell", False),         # nothing wider to offer
+])
+def test_a_user_coretype_that_leaves_avx512_unused_says_so(level, coretype, hint):
+    _, reason = _cpu.choose_coretype(level, {"OPENBLAS_CORETYPE": coretype}, False)
+    assert reason.startswith(f"OPENBLAS_CORETYPE={coretype} set by the user")
+    assert ("unset it" in reason) == hint
+
+
 def test_cpu_flags_of_a_missing_file_is_empty(tmp_path):
     assert _cpu.cpu_flags(str(tmp_path / "absent")) == frozenset()
 

@@ -27,6 +27,9 @@ LEVEL_FLAGS = {
     4: frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
 }
 
+#: OpenBLAS core types (lower case) whose kernels use AVX-512.
+AVX512_CORETYPES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
 #: What tinycore decided at import, for show_config().
 decision = {"coretype": None, "reason": "not decided yet"}
 
@@ -84,8 +87,14 @@ def choose_coretype(level: int, environ, blas_loaded: bool) -> tuple[str | None,
     """
     if environ.get("TINYCORE_BLAS_CORETYPE", "auto").lower() == "off":
         return None, "TINYCORE_BLAS_CORETYPE=off: OpenBLAS chooses its own kernels"
-    if environ.get("OPENBLAS_CORETYPE"):
-        return None, f"OPENBLAS_CORETYPE={environ['OPENBLAS_CORETYPE']} set by the user"
+    user_choice = environ.get("OPENBLAS_CORETYPE")
+    if user_choice:
+        reason = f"OPENBLAS_CORETYPE={user_choice} set by the user"
+        if level >= 4 and user_choice.lower() not in AVX512_CORETYPES:
+            # Some machines set it for old OpenBLAS builds; say what it costs.
+            reason += (" (this CPU runs AVX-512: unset it, and OPENBLAS_L2_SIZE with it,"
+                       " for the SkylakeX kernels)")
+        return None, reason
     if level < 4:
         return None, "no AVX-512 on this CPU: OpenBLAS chooses its own kernels"
     if blas_loaded:
