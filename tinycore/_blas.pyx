@@ -165,6 +165,11 @@ cdef extern from *:
 # B into cache-sized blocks, which this kernel does not.  One table serves
 # every level, for the bit-identical results above (a forced baseline on an
 # AVX2 CPU pays for this: its SSE2 tile meets OpenBLAS's AVX2 code).
+# Not re-tuned on the Zen 5 EPYC (AVX-512 tile against OpenBLAS's SkylakeX
+# kernels on two threads): there BLAS already wins from about half a million
+# float32 multiply-adds (a 64x256x64 product: 10.4 us against the tile's
+# 15.8), a range no T1-T5 product falls in; moving the line for one machine
+# would cost the single-core AVX2 machines it was measured on.
 # The rules, per dtype (S float32, D float64), work = m * n * k, k <= KMAX:
 #   work <= TINY: any product (the BLAS call costs more than it);
 #   n >= WIDE: work <= W_WIDE (a transposed B is copied into panels);
