@@ -103,8 +103,9 @@ mkdir -p "$WORK"
 status=0
 
 venv1="$(build_venv pass1 0)"
-LD_PRELOAD="$ASAN_LIB" ASAN_OPTIONS=detect_leaks=0 \
-    "$venv1/bin/python" -c "import tinycore; print('tinycore from', tinycore.__file__)"
+# From $WORK: run from the checkout, Python would import the checkout's copy.
+(cd "$WORK" && LD_PRELOAD="$ASAN_LIB" ASAN_OPTIONS=detect_leaks=0 \
+    "$venv1/bin/python" -c "import tinycore; print('tinycore from', tinycore.__file__)")
 SRC1="$WORK/pass1/src"
 start=$(date +%s)
 # Matplotlib's own C extensions abort under the preloaded ASan runtime while
