@@ -62,7 +62,7 @@ if len(PINNED_CPUS) < len(USABLE_CPUS):
 _USER_ENV = {name: os.environ[name] for name in
              ("TINYCORE_BENCH_THREADS", "TINYCORE_SIMD", "PYTHONPATH", "XLA_FLAGS",
               "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-             "OPENBLAS_L2_SIZE")
+              "OPENBLAS_L2_SIZE")
              if name in os.environ}
 
 # XLA takes its thread pool from flags read when JAX starts (the builders

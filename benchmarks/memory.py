@@ -73,8 +73,8 @@ def steady_state(name, sizes, hidden, batch, steps) -> dict:
         # Both snapshots inside the traced run, after the optimizer's step
         # counter has passed 256 (the cached small ints): it is then one int
         # object in each, replaced every step, not a growing one.  The loops
-        # count with repeat(), which makes no int objects of its own.
-        # (made before the first snapshot, so that it is in both).
+        # count with repeat(), which makes no int objects of its own; both
+        # iterators are made before the first snapshot, so both hold them.
         warm_up, measured = itertools.repeat(None, 300), itertools.repeat(None, steps)
         for _ in warm_up:
             model.train_step(X, y)
@@ -104,14 +104,12 @@ def fit_peak(name, sizes, hidden, n_samples, batch, optimizer, epochs=1) -> dict
     model.compile(loss="cross_entropy", optimizer=optimizer)
     model.fit(X, y, epochs=epochs, batch_size=batch, verbose=0)
     peak = _status_kib("VmHWM") * 1024 - before
-    state = sum(array.nbytes for array in optimizer._state.values()
-                if isinstance(array, np.ndarray))
-    workspaces = model._plan.workspace_bytes()
-    return {"name": name, "data": X.nbytes + y.nbytes,
-            "params": model.param_buffer.nbytes, "grads": model.grad_buffer.nbytes,
-            "state": state, "workspaces": workspaces, "peak": peak,
-            "budget": (X.nbytes + y.nbytes + 2 * model.param_buffer.nbytes + state
-                       + workspaces + SLACK)}
+    parts = {"data": X.nbytes + y.nbytes,
+             "params": model.param_buffer.nbytes, "grads": model.grad_buffer.nbytes,
+             "state": sum(array.nbytes for array in optimizer._state.values()
+                          if isinstance(array, np.ndarray)),
+             "workspaces": model._plan.workspace_bytes()}
+    return {"name": name, **parts, "peak": peak, "budget": sum(parts.values()) + SLACK}
 
 
 #: fit cases: layer sizes, samples, batch size, optimizer factory.
