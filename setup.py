@@ -13,8 +13,9 @@ TINYCORE_NATIVE=1
     Only for a build that stays on the machine it was made on: the
     extensions would stop with "illegal instruction" on an older CPU, so
     never set it when building wheels to share.  The other flags stay:
-    -ffp-contract=off still forbids FMA fusion, so the rounding is the same
-    as in a portable build.
+    -ffp-contract=off still forbids the compiler's own FMA fusion, so the
+    rounding is that of the portable set for the same CPU (the GEMM tile
+    fuses its multiply-adds wherever the target has FMA).
 
 Without TINYCORE_NATIVE, on x86-64 the kernel modules are compiled three
 times (SIMD_BUILDS): for the compiler's default baseline, plain x86-64
@@ -41,7 +42,8 @@ BASELINE_MODULES = ["_cpuid"]
 # (GCC/Clang).  The loops are the same source, vectorised by the compiler for
 # the vector width of each level; tinycore/_simd.py picks the package at
 # import from the CPU's flags.  Same source and -ffp-contract=off: the three
-# give bit-identical results (tests/test_simd.py compares them).
+# give the same results, bit for bit but for the GEMM tile's fused
+# multiply-adds in the two FMA sets (tests/test_simd.py compares them).
 SIMD_BUILDS = {
     "tinycore": [],                          # x86-64 baseline (SSE2): every CPU
     "tinycore._avx2": ["-march=x86-64-v3"],  # AVX2, FMA, BMI2: Haswell, Zen 1 on
@@ -62,9 +64,10 @@ VARIANT_SOURCE_ROOT = os.path.join("build", "simd_src")
 # (sigmoid's two branches, leaky ReLU) may compute both sides and vectorise.
 # -fno-math-errno changes no result either: sqrt() need not set errno, so
 # the optimizers' sqrt loops vectorise (Adam, RMSProp, Adagrad).
-# -ffp-contract=off forbids fusing a * b + c into one FMA instruction where
-# the target has one: every build then rounds alike, so results do not
-# depend on the instruction set the extension was compiled for.
+# -ffp-contract=off forbids the compiler to fuse a * b + c into one FMA
+# instruction where it sees fit: the elementwise kernels then round alike in
+# every build.  The one place that fuses, the GEMM tile (tinycore/_blas.pyx),
+# asks for FMA by name, so the AVX2 and AVX-512 sets still agree bit for bit.
 COMPILE_FLAGS = {
     # -g0: no debug information (the interpreter's CFLAGS ask for -g); it
     # would triple the size of the installed modules.

