@@ -317,8 +317,10 @@ def test_optimizer_kernels_are_bit_identical(level, dtype, rng):
                      "global_norm")
 
 
+# (40, 65, 37): whole and partial panels, and a transposed B packed by
+# register blocks with a tail of k; (128, 128, 128) goes to BLAS.
 GEMM_SHAPES = [(1, 1, 1), (3, 5, 7), (4, 4, 8), (32, 10, 64), (17, 33, 9), (64, 32, 32),
-               (6, 65, 3), (128, 128, 128)]
+               (6, 65, 3), (40, 65, 37), (128, 128, 128)]
 
 
 def _gemm_operands(rng, dtype, m, n, k, trans_a, trans_b):
