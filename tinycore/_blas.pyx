@@ -36,8 +36,8 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 # vectorise a plain loop over a 2 x 32 tile, reloaded each B vector for every
 # row (10 loads per step): that kernel was load-bound at 45 GFLOP/s on a
 # 64x32x32 product, where this one makes 73 (one Zen 3 core, whose sgemm
-# peak is about 85; the tile then rounded every product, without FMA).  At level 4
-# the vectors are 64 bytes (NR = 32 float32): on a Zen 5 EPYC, whose AVX-512
+# peak is about 85; the tile then rounded every product, without FMA).  At
+# level 4 the vectors are 64 bytes (NR = 32 float32): on a Zen 5 EPYC, whose AVX-512
 # units are full width, that took a T5 training step (ten 32-wide layers,
 # batch 64) from 48.9 to 34.6 us and T2 from 6.05 to 4.89 us against 32-byte
 # vectors in the same build.  Fusing the multiply-add took T5 from 62 to 53
@@ -70,10 +70,6 @@ cdef extern from *:
     #define TC_GEMM_NR_D (2 * TC_VEC_BYTES / 8)
     #define TC_GEMM_NR_MAX 32
     #define TC_GEMM_KMAX 256
-    /* Keep a vector in a register.  Tuned for Zen (-march=native there),
-       GCC folds the load of each B vector into every multiply that uses it:
-       12 loads a step instead of 6, and a tile 1.5 times slower (seen in the
-       assembly and timed); an empty asm that "changes" the register stops it. */
     /* TC_MADD_T(x, v, s): s + x * v for a scalar x and vectors v, s.  Where
        the level has FMA (x86-64-v3 and v4, so also a -march=native build on
        such a CPU) it is one fused multiply-add, rounded once: the tile then
@@ -85,12 +81,12 @@ cdef extern from *:
     #else
     #define TC_TILE_FMA 0
     #endif
-    #if defined(__FMA__) && TC_VEC_BYTES == 64
+    #if TC_TILE_FMA && TC_VEC_BYTES == 64
     #define TC_MADD_float(x, v, s) ((__typeof__(s))_mm512_fmadd_ps(                \\
         _mm512_set1_ps(x), (__m512)(v), (__m512)(s)))
     #define TC_MADD_double(x, v, s) ((__typeof__(s))_mm512_fmadd_pd(               \\
         _mm512_set1_pd(x), (__m512d)(v), (__m512d)(s)))
-    #elif defined(__FMA__) && TC_VEC_BYTES == 32
+    #elif TC_TILE_FMA
     #define TC_MADD_float(x, v, s) ((__typeof__(s))_mm256_fmadd_ps(                \\
         _mm256_set1_ps(x), (__m256)(v), (__m256)(s)))
     #define TC_MADD_double(x, v, s) ((__typeof__(s))_mm256_fmadd_pd(               \\
@@ -99,6 +95,10 @@ cdef extern from *:
     #define TC_MADD_float(x, v, s) ((s) + (x) * (v))
     #define TC_MADD_double(x, v, s) ((s) + (x) * (v))
     #endif
+    /* Keep a vector in a register.  Tuned for Zen (-march=native there),
+       GCC folds the load of each B vector into every multiply that uses it:
+       12 loads a step instead of 6, and a tile 1.5 times slower (seen in the
+       assembly and timed); an empty asm that "changes" the register stops it. */
     #if defined(__AVX512F__)
     #define TC_IN_REGISTER(v) __asm__("" : "+v"(v))
     #elif defined(__x86_64__) || defined(__i386__)
@@ -177,25 +177,35 @@ cdef extern from *:
        transposed in registers (W = 8 or 16: loads of W consecutive p, a
        fixed sequence of shuffles, stores of W consecutive j); what is left
        of k, and level 1, element by element.  A copy: no rounding. */
+    #if TC_VEC_BYTES >= 32
     #if TC_VEC_BYTES == 64
+    #define TC_V(op) _mm512_##op
+    typedef __m512 tc_vec_float;
+    #else
+    #define TC_V(op) _mm256_##op
+    typedef __m256 tc_vec_float;
+    #endif
+    #define TC_BLOCK (TC_VEC_BYTES / 4)
     static inline void tc_transpose_block(const float *src, Py_ssize_t ld,
                                           float *dst, Py_ssize_t ldd)
     {
-        __m512 r[16], t[16];
+        tc_vec_float r[TC_BLOCK], t[TC_BLOCK];
         int j;
-        for (j = 0; j < 16; j++)
-            r[j] = _mm512_loadu_ps(src + j * ld);
-        for (j = 0; j < 16; j += 2) {        /* pairs of rows, interleaved */
-            t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+        for (j = 0; j < TC_BLOCK; j++)
+            r[j] = TC_V(loadu_ps)(src + j * ld);
+        for (j = 0; j < TC_BLOCK; j += 2) {  /* pairs of rows, interleaved */
+            t[j] = TC_V(unpacklo_ps)(r[j], r[j + 1]);
+            t[j + 1] = TC_V(unpackhi_ps)(r[j], r[j + 1]);
         }
-        for (j = 0; j < 16; j += 4) {        /* 4 x 4 blocks within each lane */
-            r[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
-            r[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xEE);
-            r[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-            r[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+        for (j = 0; j < TC_BLOCK; j += 4) {  /* 4 x 4 blocks within each lane */
+            r[j] = TC_V(shuffle_ps)(t[j], t[j + 2], 0x44);
+            r[j + 1] = TC_V(shuffle_ps)(t[j], t[j + 2], 0xEE);
+            r[j + 2] = TC_V(shuffle_ps)(t[j + 1], t[j + 3], 0x44);
+            r[j + 3] = TC_V(shuffle_ps)(t[j + 1], t[j + 3], 0xEE);
         }
-        for (j = 0; j < 4; j++) {            /* then the 128-bit lanes */
+        /* then the 128-bit lanes: four of them, or two */
+    #if TC_VEC_BYTES == 64
+        for (j = 0; j < 4; j++) {
             t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
             t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xDD);
             t[j + 8] = _mm512_shuffle_f32x4(r[j + 8], r[j + 12], 0x88);
@@ -205,36 +215,16 @@ cdef extern from *:
             r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
             r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
         }
-        for (j = 0; j < 16; j++)
-            _mm512_storeu_ps(dst + j * ldd, r[j]);
-    }
-    #define TC_BLOCK 16
-    #elif TC_VEC_BYTES == 32
-    static inline void tc_transpose_block(const float *src, Py_ssize_t ld,
-                                          float *dst, Py_ssize_t ldd)
-    {
-        __m256 r[8], t[8];
-        int j;
-        for (j = 0; j < 8; j++)
-            r[j] = _mm256_loadu_ps(src + j * ld);
-        for (j = 0; j < 8; j += 2) {
-            t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-            t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-        }
-        for (j = 0; j < 8; j += 4) {
-            r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-            r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-            r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-            r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-        }
+    #else
         for (j = 0; j < 4; j++) {
-            t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
-            t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+            t[j] = r[j];
+            r[j] = _mm256_permute2f128_ps(t[j], r[j + 4], 0x20);
+            r[j + 4] = _mm256_permute2f128_ps(t[j], r[j + 4], 0x31);
         }
-        for (j = 0; j < 8; j++)
-            _mm256_storeu_ps(dst + j * ldd, t[j]);
+    #endif
+        for (j = 0; j < TC_BLOCK; j++)
+            TC_V(storeu_ps)(dst + j * ldd, r[j]);
     }
-    #define TC_BLOCK 8
     #else
     #define TC_BLOCK 0
     #endif
