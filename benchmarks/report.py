@@ -8,9 +8,11 @@ Usage::
 Per benchmark group: each engine's median time, the ratio tinycore / peer of
 the medians (< 1 means tinycore is faster), and for the training steps the
 achieved GFLOP/s (6 * batch * sum(in * out) flops per step) and its fraction
-of the sgemm peak measured in the same run.  The machine, the versions and
-the exact command come from the JSON file (benchmarks/conftest.py records
-them), so the report describes the run, not the machine that writes it.
+of the sgemm peak measured in the same run; for the GEMM-bound steps, each
+engine's matrix products alone and the rest of its step (the difference).
+The machine, the versions and the exact command come from the JSON file
+(benchmarks/conftest.py records them), so the report describes the run, not
+the machine that writes it.
 
 With ``--best-of``, further runs of the same command count too: per group
 and engine, the run with the lowest median is reported (its whole record,
@@ -225,6 +227,41 @@ def train_section(groups: dict, peak: float | None, title: str = "## Training st
     return lines
 
 
+def products_section(groups: dict, peak: float | None) -> list[str]:
+    """The products-* groups: each engine's matrix products alone, and what is
+    left of its training step (same configuration, same run) without them."""
+    names = sorted((g for g in groups if g.startswith("products-")), key=_train_key)
+    if not names:
+        return []
+    rows = []
+    for name in names:
+        engines = groups[name]
+        steps = groups.get(name.replace("products-", "train-", 1), {})
+        cells = []
+        for engine in TRAIN_ENGINES:
+            products, step = median(engines.get(engine)), median(steps.get(engine))
+            if products is None:
+                cells.append("skipped")
+                continue
+            flops = engines[engine]["extra_info"]["flops"]
+            text = f"{fmt_us(products)}, {fmt_gflops(flops / products / 1e9, peak)}"
+            if step is not None:
+                text += f"; rest {fmt_us(step - products)}"
+            cells.append(text)
+        rows.append([f"`{name}`"] + cells)
+    return [
+        "### The matrix products alone",
+        "",
+        "The step's products (forward X·W, then per layer dW = Xᵀ·dZ and dX = dZ·Wᵀ) in "
+        "step order on the same operands, nothing else, each engine through the "
+        "library it trains with (tinycore: its `_gemm`, SciPy's BLAS beyond the small "
+        "products). Per engine: median µs, GFLOP/s (fraction of the sgemm peak), and "
+        "the rest of its training step above (step median − products median: bias, "
+        "activations, loss, update, and the engine's own overhead).",
+        "",
+    ] + table(["products of"] + [f"{e}" for e in TRAIN_ENGINES], rows) + [""]
+
+
 def kernel_section(groups: dict, peak: float | None, peak_group: str) -> list[str]:
     kinds = [
         ("dense-forward-", "Dense layer, forward (relu)",
@@ -273,7 +310,8 @@ def kernel_section(groups: dict, peak: float | None, peak_group: str) -> list[st
 
 def spread_section(groups: dict) -> list[str]:
     rows = []
-    for name in sorted(groups, key=lambda g: (not g.startswith("train-"), _train_key(g))):
+    for name in sorted(groups, key=lambda g: (not g.startswith(("train-", "products-")),
+                                              _train_key(g))):
         for engine, bench in sorted(groups[name].items()):
             stats = bench["stats"]
             rows.append([f"`{name}`", engine, fmt_us(stats["median"]), fmt_us(stats["min"]),
@@ -327,6 +365,7 @@ def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = (),
         "",
     ]
     lines += train_section(groups, peak)
+    lines += products_section(groups, peak)
     for path in extra:
         lines += extra_run_section(path)
     lines += kernel_section(groups, peak, peak_group)

@@ -8,6 +8,12 @@ engines share a table and are measured in the same run:
     torch      eager torch.nn.Sequential + torch.optim.SGD (skipped if absent)
     jax        jax.jit of the whole step, value_and_grad + SGD (skipped if absent)
 
+For the GEMM-bound configurations (T3, T4), a second group per configuration
+times the step's matrix products alone, in step order and on the same
+operands, each engine through the matrix-product library it trains with:
+the part of a step that no fusion can shorten, so that the report can show
+how much of each engine's step is its library's and how much its own.
+
 Every engine starts from the same weights (tinycore's Glorot initialisation
 for the suite's seed) and trains on the same seeded batch.  Before timing, each engine
 takes one step whose loss is checked against a float64 NumPy forward pass, so
@@ -22,8 +28,10 @@ import pytest
 from numpy_mlp import NumpyMLP
 
 import tinycore as tc
+from tinycore import _simd
 
 LR = 0.01
+F32 = np.float32
 
 
 @dataclass(frozen=True)
@@ -227,3 +235,125 @@ def test_train_step(benchmark, config, engine, n_threads, seed):
         batch=config.batch, flops=config.flops, threads=n_threads,
     )
     benchmark(step)
+
+
+# -- the matrix products of a step, alone -------------------------------------------
+
+PRODUCT_CONFIGS = [c for c in CONFIGS if c.key in ("T3", "T4")]
+
+
+@dataclass
+class Products:
+    """The operands and outputs of one step's matrix products, float32.
+
+    Layer l (1-based) has W_l (s_{l-1}, s_l); A_0 is the batch.  In step order:
+    Z_l = A_{l-1} W_l for l = 1..L, then for l = L..1 dW_l = A_{l-1}^T dZ_l and,
+    above the first layer, dX = dZ_l W_l^T: 3L - 1 products, 6 b sum(s_{l-1} s_l)
+    flops less the first layer's dX.
+    """
+    A: list                   # A_0 (the batch) .. A_{L-1}: inputs of each layer
+    W: list                   # W_1 .. W_L
+    dZ: list                  # dZ_1 .. dZ_L, (batch, s_l)
+    Z: list                   # outputs of the forward products
+    dW: list                  # outputs of the dW products
+    dX: list                  # outputs of the dX products (dX[0] unused: None)
+
+    def calls(self) -> list:
+        """(trans_a, trans_b, a, b, out) for every product, in step order."""
+        L = len(self.W)
+        calls = [(False, False, self.A[l], self.W[l], self.Z[l]) for l in range(L)]
+        for l in range(L - 1, -1, -1):
+            calls.append((True, False, self.A[l], self.dZ[l], self.dW[l]))
+            if l > 0:
+                calls.append((False, True, self.dZ[l], self.W[l], self.dX[l]))
+        return calls
+
+
+def _products(config: Config, problem: Problem) -> Products:
+    rng = np.random.default_rng([problem.seed, 7])
+    b, sizes = config.batch, config.sizes
+    A = [problem.X] + [np.abs(rng.standard_normal((b, s), dtype=F32)) for s in sizes[1:-1]]
+    dZ = [rng.standard_normal((b, s), dtype=F32) * F32(0.01) for s in sizes[1:]]
+    return Products(
+        A=A, W=[W for W, _ in problem.weights], dZ=dZ,
+        Z=[np.empty((b, s), F32) for s in sizes[1:]],
+        dW=[np.empty_like(W) for W, _ in problem.weights],
+        dX=[None] + [np.empty((b, s), F32) for s in sizes[1:-1]])
+
+
+def _products_tinycore(products: Products, n_threads):
+    blas = _simd.load("_blas")    # the GEMM every tinycore kernel calls
+    calls = products.calls()
+
+    def run():
+        for trans_a, trans_b, a, b, out in calls:
+            blas._gemm_memview(trans_a, trans_b, 1.0, a, b, 0.0, out)
+        return [out for *_, out in calls]
+    return run
+
+
+def _products_numpy(products: Products, n_threads):
+    calls = [(a.T if ta else a, b.T if tb else b, out)
+             for ta, tb, a, b, out in products.calls()]
+
+    def run():
+        for a, b, out in calls:
+            np.matmul(a, b, out=out)
+        return [out for *_, out in calls]
+    return run
+
+
+def _products_torch(products: Products, n_threads):
+    torch = pytest.importorskip(
+        "torch", reason="PyTorch not installed (pip install torch==2.13.0, the CPU wheel)")
+    torch.set_num_threads(n_threads)
+    t = torch.from_numpy       # shares the arrays' memory
+    calls = [(t(a).T if ta else t(a), t(b).T if tb else t(b), t(out))
+             for ta, tb, a, b, out in products.calls()]
+
+    def run():
+        for a, b, out in calls:
+            torch.matmul(a, b, out=out)
+        return [out for *_, out in calls]
+    return run
+
+
+def _products_jax(products: Products, n_threads):
+    jax = pytest.importorskip("jax", reason="JAX not installed (pip install jax jaxlib, CPU)")
+    calls = products.calls()
+    flags = [(ta, tb) for ta, tb, *_ in calls]
+    operands = [(jax.numpy.asarray(a), jax.numpy.asarray(b)) for _, _, a, b, _ in calls]
+
+    @jax.jit
+    def all_products(operands):
+        return [(a.T if ta else a) @ (b.T if tb else b)
+                for (ta, tb), (a, b) in zip(flags, operands)]
+
+    def run():
+        return jax.block_until_ready(all_products(operands))
+    return run
+
+
+_PRODUCT_BUILDERS = {"tinycore": _products_tinycore, "numpy": _products_numpy,
+                     "torch": _products_torch, "jax": _products_jax}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("config", PRODUCT_CONFIGS, ids=lambda c: c.key)
+def test_step_products(benchmark, config, engine, n_threads, seed):
+    """The step's matrix products alone (no bias, activation, loss or update)."""
+    products = _products(config, _problem(config, seed))
+    run = _PRODUCT_BUILDERS[engine](products, n_threads)
+    # Every product of the first run against float64 NumPy: the same work.
+    for (ta, tb, a, b, _), got in zip(products.calls(), run()):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        want = (a64.T if ta else a64) @ (b64.T if tb else b64)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3,
+                                   atol=1e-3 * np.abs(want).max(),
+                                   err_msg=f"{engine} on {config.key}")
+    flops = sum(2 * out.size * (a.shape[0] if ta else a.shape[1])
+                for ta, _, a, _, out in products.calls())
+    benchmark.group = config.group.replace("train-", "products-", 1)
+    benchmark.extra_info.update(engine=engine, config=config.key, flops=flops,
+                                threads=n_threads)
+    benchmark(run)
