@@ -292,30 +292,28 @@ def _products_tinycore(products: Products, n_threads):
     return run
 
 
-def _products_numpy(products: Products, n_threads):
-    calls = [(a.T if ta else a, b.T if tb else b, out)
+def _matmul_into(products: Products, matmul, wrap=lambda x: x):
+    """A run() of every product as ``matmul(op(a), op(b), out=out)`` on the
+    engine's views (``wrap``) of the arrays, transposes as views."""
+    calls = [(wrap(a).T if ta else wrap(a), wrap(b).T if tb else wrap(b), wrap(out))
              for ta, tb, a, b, out in products.calls()]
 
     def run():
         for a, b, out in calls:
-            np.matmul(a, b, out=out)
+            matmul(a, b, out=out)
         return [out for *_, out in calls]
     return run
+
+
+def _products_numpy(products: Products, n_threads):
+    return _matmul_into(products, np.matmul)
 
 
 def _products_torch(products: Products, n_threads):
     torch = pytest.importorskip(
         "torch", reason="PyTorch not installed (pip install torch==2.13.0, the CPU wheel)")
     torch.set_num_threads(n_threads)
-    t = torch.from_numpy       # shares the arrays' memory
-    calls = [(t(a).T if ta else t(a), t(b).T if tb else t(b), t(out))
-             for ta, tb, a, b, out in products.calls()]
-
-    def run():
-        for a, b, out in calls:
-            torch.matmul(a, b, out=out)
-        return [out for *_, out in calls]
-    return run
+    return _matmul_into(products, torch.matmul, torch.from_numpy)   # shares the memory
 
 
 def _products_jax(products: Products, n_threads):
