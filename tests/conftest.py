@@ -38,6 +38,15 @@ def rng(seed):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture
+def blas_threads():
+    """``tc.set_num_threads`` for a test; the original BLAS thread count is put back after."""
+    pools = tinycore._config.blas_info()
+    original = pools[0]["num_threads"] if pools else 1
+    yield tinycore.set_num_threads
+    tinycore.set_num_threads(original)
+
+
 @pytest.fixture(params=["float32", "float64"])
 def dtype(request):
     """Each of tinycore's two precisions."""

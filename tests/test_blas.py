@@ -4,6 +4,10 @@ The module tested is the SIMD set in use (tinycore._simd: TINYCORE_SIMD=baseline
 tests the baseline's); tests/test_simd.py compares the sets with each other.
 """
 import itertools
+import os
+import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -138,6 +142,96 @@ def test_sigmoid_from_threads_is_identical(dtype, rng):
         for out in results:
             # Elementwise and deterministic: bit-for-bit the same.
             np.testing.assert_array_equal(out, single)
+
+
+# --- the BLAS lock: one threaded BLAS product at a time ---------------------
+#
+# OpenBLAS (SciPy's 0.3.30) returns wrong products when two threads run different
+# GEMM variants at once on its worker threads (see _blas.pyx), so _gemm holds
+# a lock around a BLAS call while the library may use several threads.  The
+# tests hold that lock themselves and watch whether a product waits for it.
+
+BLAS_SHAPE = (256, 256, 256)    # (m, n, k): past the crossover, so BLAS
+
+
+def _start_products(dtype, rng):
+    """Start one thread per transpose variant, each computing a BLAS product;
+    return the threads and a function that checks their results."""
+    m, n, k = BLAS_SHAPE
+    jobs = []
+    for trans_a, trans_b in [(False, False), (True, False), (False, True)]:
+        assert not _blas._gemm_uses_kernel(dtype == np.float32, trans_a, trans_b, m, n, k)
+        a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+        expected = _expected(trans_a, trans_b, 1.0, a, b, 0.0, c)
+        thread = threading.Thread(target=_blas._gemm_memview,
+                                  args=(trans_a, trans_b, 1.0, a, b, 0.0, c))
+        thread.start()
+        jobs.append((thread, c, expected))
+
+    def check():
+        for _, c, expected in jobs:
+            np.testing.assert_allclose(c, expected, **TOL[dtype])
+    return [thread for thread, _, _ in jobs], check
+
+
+def test_threaded_blas_products_wait_for_the_blas_lock(dtype, rng, blas_threads):
+    blas_threads(2)
+    assert _blas._blas_calls_serialised()
+    _blas._acquire_blas_lock()
+    try:
+        threads, check = _start_products(dtype, rng)
+        for thread in threads:
+            thread.join(timeout=0.5)
+        assert all(thread.is_alive() for thread in threads), "a product did not wait"
+    finally:
+        _blas._release_blas_lock()
+    for thread in threads:
+        thread.join()
+    check()
+
+
+def test_on_one_blas_thread_products_do_not_wait(dtype, rng, blas_threads):
+    blas_threads(1)
+    if _blas._blas_calls_serialised():
+        pytest.skip("this BLAS has no thread count tinycore can ask: always serialised")
+    _blas._acquire_blas_lock()
+    try:
+        threads, check = _start_products(dtype, rng)
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads), "a product waited"
+    finally:
+        _blas._release_blas_lock()
+    check()
+
+
+def test_blas_lock_is_free_in_a_forked_child_while_held():
+    """A fork while another thread holds the lock: the child gets a free one."""
+    _blas._acquire_blas_lock()
+    try:
+        pid = os.fork()
+        if pid == 0:        # the child: a BLAS product must not wait forever
+            code = 1
+            try:
+                a = np.ones(BLAS_SHAPE[:2])
+                c = np.empty(BLAS_SHAPE[:2])
+                _blas._gemm_memview(False, False, 1.0, a, a, 0.0, c)
+                code = 0 if np.all(c == BLAS_SHAPE[2]) else 2
+            finally:
+                os._exit(code)
+    finally:
+        _blas._release_blas_lock()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("a BLAS product in the forked child waited for the parent's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # --- the small-product kernel ------------------------------------------------

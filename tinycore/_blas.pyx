@@ -10,6 +10,11 @@ one rounded product and one rounded addition where it has not (the SSE2
 baseline).  So the AVX2 and AVX-512 sets give bit-identical products, and
 the baseline differs from them in rounding only.
 """
+import ctypes
+import os
+
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -442,6 +447,76 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
             and work <= (TC_GEMM_W_NARROW_S if float32 else TC_GEMM_W_NARROW_D))
 
 
+# --- one threaded BLAS product at a time -------------------------------------
+#
+# OpenBLAS serialises its threaded GEMMs with a lock that is a static
+# variable of the driver, and the driver is compiled once per transpose
+# variant (NN, NT, TN, TT): four locks.  Two callers running different
+# variants at once share the library's worker threads and buffers, and get
+# wrong products without an error (OpenBLAS issue 5836, fixed upstream by one
+# central lock in 2026; SciPy 1.17's 0.3.30 and NumPy 2.4's 0.3.31 both show
+# it).  tinycore releases the GIL for a whole step, and a step uses three
+# variants, so models trained at once in several Python threads meet it:
+# four models on four BLAS threads, each trained in its own thread, 5 steps:
+# 5 of 20 models ended different from the same training run alone, in 4 of
+# 5 runs (a 2-core EPYC, SciPy's OpenBLAS 0.3.30).  So every BLAS product
+# holds this module's lock while the library may split it across threads,
+# as the upstream fix does.  On one BLAS thread the library runs each call in
+# its caller's thread, and calls from several threads stay concurrent.  The
+# count is asked of the library at each call (a function that reads a
+# variable), so a limit set by any means (threadpoolctl, OPENBLAS_NUM_THREADS)
+# is seen; a BLAS that cannot be asked (not OpenBLAS) is always serialised.
+ctypedef int (*blas_thread_count_function)() noexcept nogil
+
+# Names of OpenBLAS's thread count: SciPy's wheels prefix their symbols with
+# scipy_, and 64-bit-integer builds add a suffix.
+_THREAD_COUNT_SYMBOLS = ("scipy_openblas_get_num_threads", "openblas_get_num_threads",
+                         "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_")
+
+cdef PyThread_type_lock _blas_lock = NULL
+cdef blas_thread_count_function _blas_thread_count = NULL
+
+
+def _find_blas_thread_count():
+    """The address of the thread-count function of the BLAS that SciPy's
+    cython_blas calls, or 0 if it has none of OpenBLAS's names.
+
+    A symbol is looked up through cython_blas's own handle, which searches
+    the libraries it was linked to: the BLAS this module's products run on.
+    """
+    from scipy.linalg import cython_blas
+    try:
+        library = ctypes.CDLL(cython_blas.__file__)
+    except OSError:
+        return 0
+    for name in _THREAD_COUNT_SYMBOLS:
+        function = getattr(library, name, None)
+        if function is not None:
+            return ctypes.cast(function, ctypes.c_void_p).value
+    return 0
+
+
+def _new_blas_lock():
+    """Give this module a fresh, released lock (at import, and in the child
+    of a fork: a lock held by a thread that the child does not have would
+    never be released; the old one is left allocated for the same reason)."""
+    global _blas_lock
+    cdef PyThread_type_lock lock = PyThread_allocate_lock()
+    if lock == NULL:
+        raise MemoryError("could not allocate tinycore's BLAS lock")
+    _blas_lock = lock
+
+
+_new_blas_lock()
+os.register_at_fork(after_in_child=_new_blas_lock)
+_blas_thread_count = <blas_thread_count_function><size_t>_find_blas_thread_count()
+
+
+cdef inline bint _blas_may_use_threads() noexcept nogil:
+    """Whether the BLAS may split a product across threads (or cannot be asked)."""
+    return _blas_thread_count == NULL or _blas_thread_count() > 1
+
+
 # BLAS is column-major and tinycore's arrays are row-major (C order).  A
 # row-major matrix read as column-major is its transpose, so the row-major
 #     C = op(A) @ op(B)            (m x n) = (m x k) @ (k x n)
@@ -457,7 +532,8 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
 
     ``lda``, ``ldb`` and ``ldc`` are the row strides (in elements) of A, B and C
     as stored.  With ``beta == 0`` C is overwritten and may hold garbage.
-    Small products take :func:`_small_gemm`, the others one BLAS call.
+    Small products take :func:`_small_gemm`, the others one BLAS call (under
+    the BLAS lock while the library may use several threads).
     """
     cdef char ta = <char>trans_a
     cdef char tb = <char>trans_b
@@ -466,6 +542,9 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
     if _use_small_gemm(floating is float, trans_a, trans_b, m, n, k):
         _small_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
+    cdef bint serialise = _blas_may_use_threads()
+    if serialise:
+        PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
     # The Fortran interface takes non-const pointers but does not write A or B.
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha_f, <float *>b, &ldb,
@@ -473,6 +552,8 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *>b, &ldb,
               <double *>a, &lda, &beta, c, &ldc)
+    if serialise:
+        PyThread_release_lock(_blas_lock)
 
 
 cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
@@ -617,3 +698,19 @@ def _tile_fuses():
     """Test hook: whether the small-product kernel fuses each multiply-add
     (one rounding, FMA) or rounds the product and then the sum."""
     return bool(TC_TILE_FMA)
+
+
+def _blas_calls_serialised():
+    """Test hook: whether a BLAS product would now wait for the BLAS lock."""
+    return bool(_blas_may_use_threads())
+
+
+def _acquire_blas_lock():
+    """Test hook: take the BLAS lock (BLAS products from other threads wait)."""
+    with nogil:
+        PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
+
+
+def _release_blas_lock():
+    """Test hook: release the BLAS lock taken by :func:`_acquire_blas_lock`."""
+    PyThread_release_lock(_blas_lock)
