@@ -1,6 +1,7 @@
 """Shared fixtures: a seeded random generator and the two float dtypes."""
 import os
 import pathlib
+import warnings
 
 import numpy as np
 import pytest
@@ -40,11 +41,17 @@ def rng(seed):
 
 @pytest.fixture
 def blas_threads():
-    """``tc.set_num_threads`` for a test; the original BLAS thread count is put back after."""
+    """``tc.set_num_threads`` for a test, without its warning about more threads
+    than CPUs; the original BLAS thread count is put back after."""
+    def set_threads(n):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "BLAS threads on", RuntimeWarning)
+            tinycore.set_num_threads(n)
+
     pools = tinycore._config.blas_info()
     original = pools[0]["num_threads"] if pools else 1
-    yield tinycore.set_num_threads
-    tinycore.set_num_threads(original)
+    yield set_threads
+    set_threads(original)
 
 
 @pytest.fixture(params=["float32", "float64"])

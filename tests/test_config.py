@@ -1,10 +1,11 @@
 """show_config, set_num_threads and the choice of BLAS kernels."""
 import io
+import warnings
 
 import pytest
 
 import tinycore as tc
-from tinycore import _cpu
+from tinycore import _config, _cpu
 
 @pytest.mark.parametrize("level,environ,loaded,expected", [
     (4, {}, False, "SkylakeX"),
@@ -86,6 +87,18 @@ def test_set_num_threads():
         assert tc.show_config(file=io.StringIO())["blas"][0]["num_threads"] == 1
     finally:
         tc.set_num_threads(before)
+
+
+def test_more_threads_than_cpus_warns(blas_threads):
+    cpus = _config.available_cpus()
+    with pytest.warns(RuntimeWarning, match=f"{cpus + 1} BLAS threads on {cpus} available CPUs"):
+        tc.set_num_threads(cpus + 1)     # blas_threads puts the count back after
+
+
+def test_as_many_threads_as_cpus_does_not_warn(blas_threads):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tc.set_num_threads(_config.available_cpus())
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-2, ValueError),
