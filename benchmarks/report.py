@@ -139,7 +139,13 @@ def machine_section(data: dict) -> list[str]:
     info = data.get("machine_info", {})
     bench = info.get("tinycore_bench", {})
     versions = bench.get("versions", {})
-    cpu = bench.get("cpu_model") or info.get("cpu", {}).get("brand_raw", "unknown")
+    cpuinfo = info.get("cpu", {})
+    cpu = bench.get("cpu_model") or cpuinfo.get("brand_raw", "unknown")
+    # Virtual machines often report a bare "AMD EPYC": the family and model
+    # numbers tell the generations apart (25/17 is Zen 4, 26 is Zen 5).
+    if "family" in cpuinfo:
+        cpu += (f" (family {cpuinfo['family']}, model {cpuinfo.get('model', '?')}, "
+                f"{cpuinfo.get('hz_advertised_friendly', '? GHz')})")
     rows = [
         ["CPU", f"{cpu}"],
         ["cores", f"{bench.get('logical_cpus', info.get('cpu', {}).get('count', '?'))} "
