@@ -45,7 +45,7 @@ def blas_threads():
     than CPUs; the original BLAS thread count is put back after."""
     def set_threads(n):
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "BLAS threads on", RuntimeWarning)
+            warnings.filterwarnings("ignore", r".* BLAS threads on", RuntimeWarning)
             tinycore.set_num_threads(n)
 
     pools = tinycore._config.blas_info()
