@@ -148,7 +148,7 @@ def machine_section(data: dict) -> list[str]:
                 f"{cpuinfo.get('hz_advertised_friendly', '? GHz')})")
     rows = [
         ["CPU", f"{cpu}"],
-        ["cores", f"{bench.get('logical_cpus', info.get('cpu', {}).get('count', '?'))} "
+        ["cores", f"{bench.get('logical_cpus', cpuinfo.get('count', '?'))} "
                   f"logical, {bench.get('usable_cpus', '?')} usable by the process"
                   + (f", pinned to CPU {', '.join(map(str, bench['pinned_cpus']))} for the run"
                      if bench.get("pinned_cpus") else "")],
