@@ -447,6 +447,13 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
             and work <= (TC_GEMM_W_NARROW_S if float32 else TC_GEMM_W_NARROW_D))
 
 
+cdef bint _gemm_is_small(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
+                         int m, int n, int k) noexcept nogil:
+    """Whether :func:`_gemm` and :func:`_gemm_bias` take the small-product
+    kernel for this product (else one BLAS call)."""
+    return _use_small_gemm(float32, trans_a, trans_b, m, n, k)
+
+
 # --- one threaded BLAS product at a time -------------------------------------
 #
 # OpenBLAS serialises its threaded GEMMs with a lock that is a static
@@ -512,9 +519,20 @@ os.register_at_fork(after_in_child=_new_blas_lock)
 _blas_thread_count = <blas_thread_count_function><size_t>_find_blas_thread_count()
 
 
+# OpenBLAS's GEMM keeps to one thread up to 4 * 65536 multiply-adds
+# (SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD in its interface/gemm.c);
+# tinycore relies on a quarter of that (BLAS_ONE_THREAD_WORK, _blas.pxd).
+
+
 cdef inline bint _blas_may_use_threads() noexcept nogil:
     """Whether the BLAS may split a product across threads (or cannot be asked)."""
     return _blas_thread_count == NULL or _blas_thread_count() > 1
+
+
+cdef int _blas_threads() noexcept nogil:
+    """The threads the BLAS may split a product across now, or -1 if it
+    cannot be asked (not OpenBLAS)."""
+    return -1 if _blas_thread_count == NULL else _blas_thread_count()
 
 
 # BLAS is column-major and tinycore's arrays are row-major (C order).  A
@@ -542,7 +560,11 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
     if _use_small_gemm(floating is float, trans_a, trans_b, m, n, k):
         _small_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
-    cdef bint serialise = _blas_may_use_threads()
+    # OpenBLAS runs a product this small on the calling thread whatever its
+    # thread count, so such calls from several threads never meet (the
+    # split training step makes them from two threads at once).
+    cdef bint serialise = (<long long>m * n * k > BLAS_ONE_THREAD_WORK
+                           and _blas_may_use_threads())
     if serialise:
         PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
     # The Fortran interface takes non-const pointers but does not write A or B.

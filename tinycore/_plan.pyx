@@ -21,13 +21,17 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 from cython cimport floating
 
+import os
+
 import numpy as np
 
 from ._activations cimport (
     Activation, LINEAR, RELU, SIGMOID, SOFTMAX, TANH, _activation_backward, _all_finite,
     _bias_activation,
 )
-from ._blas cimport NoTrans, Trans, _column_sums, _gemm, _gemm_bias
+from ._blas cimport (
+    BLAS_ONE_THREAD_WORK, BLAS_Trans, NoTrans, Trans, _blas_threads, _column_sums, _gemm, _gemm_bias, _gemm_is_small,
+)
 from ._losses cimport (
     _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
     _sigmoid_binary_cross_entropy, _softmax_cross_entropy_labels,
@@ -111,62 +115,72 @@ cdef inline bint _softmax_left_to_loss(const Problem *p) noexcept nogil:
 
 
 cdef void _forward(const Problem *p, const floating *x, floating *params,
-                   floating *ws, bint training) noexcept nogil:
-    """Every layer's Z and A; in ``training``, the output layer's A may be left
-    to the loss (see :func:`_softmax_left_to_loss`)."""
+                   floating *ws, bint training, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Every layer's Z and A for rows r0 <= i < r1 of the batch (x is the whole
+    batch); in ``training``, the output layer's A may be left to the loss
+    (see :func:`_softmax_left_to_loss`)."""
     cdef int l
     cdef const LayerSpec *layer
-    cdef const floating *inp = x
+    cdef const floating *inp = x + r0 * p.layers[0].n_in
     cdef floating *z
     cdef floating *a
+    cdef Py_ssize_t rows = r1 - r0
     for l in range(p.n_layers):
         layer = &p.layers[l]
-        z = ws + p.batch * layer.z_cols
-        a = ws + p.batch * layer.a_cols
+        z = ws + p.batch * layer.z_cols + r0 * layer.n_out
+        a = ws + p.batch * layer.a_cols + r0 * layer.n_out
         # Z = X W + b (Z overwritten, its previous contents never read), the
         # bias added as the product is stored where the small kernel takes it.
-        _gemm_bias(<int>p.batch, layer.n_out, layer.n_in, inp, layer.n_in,
+        _gemm_bias(<int>rows, layer.n_out, layer.n_in, inp, layer.n_in,
                    params + layer.w_offset, layer.n_out,
                    params + layer.b_offset if layer.b_offset >= 0 else NULL,
                    z, layer.n_out)
         if training and l == p.n_layers - 1 and _softmax_left_to_loss(p):
             return
-        _bias_activation(layer.activation, layer.alpha, z, NULL, a, p.batch, layer.n_out)
+        _bias_activation(layer.activation, layer.alpha, z, NULL, a, rows, layer.n_out)
         inp = a
 
 
 cdef double _output_gradient(const Problem *p, const floating *target,
-                             const int64_t *labels, floating *ws) noexcept nogil:
-    """Loss value; dL/dZ of the last layer written to the first scratch buffer
-    (and the last layer's A, if the forward pass left it to the loss)."""
+                             const int64_t *labels, floating *ws, Py_ssize_t r0,
+                             Py_ssize_t r1, floating *dz) noexcept nogil:
+    """The loss of rows r0 <= i < r1 (its share of the batch's mean or sum);
+    their dL/dZ of the last layer written to ``dz`` (r1 - r0 rows), and the
+    last layer's A, if the forward pass left it to the loss."""
     cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
-    cdef const floating *z = ws + p.batch * last.z_cols
-    cdef floating *a = ws + p.batch * last.a_cols
-    cdef floating *dz = ws + p.batch * p.grad0_cols
-    cdef Py_ssize_t n = p.batch * last.n_out
+    cdef Py_ssize_t offset = r0 * last.n_out
+    cdef const floating *z = ws + p.batch * last.z_cols + offset
+    cdef floating *a = ws + p.batch * last.a_cols + offset
+    cdef Py_ssize_t rows = r1 - r0
+    cdef Py_ssize_t n = rows * last.n_out
+    cdef Py_ssize_t n_all = p.batch * last.n_out    # what the mean is over
     cdef double value
     cdef bint softmax_here = _softmax_left_to_loss(p)
+    if p.has_labels:
+        labels = labels + r0
+    else:
+        target = target + offset
     if p.loss_kind == LOSS_CE:
         if p.has_labels:
             value = _softmax_cross_entropy_labels(1.0 / p.batch, z, a, softmax_here,
-                                                  labels, dz, p.batch, last.n_out)
+                                                  labels, dz, rows, last.n_out)
         else:
             value = _softmax_cross_entropy_rows(1.0 / p.batch, z, a, softmax_here,
-                                                target, dz, p.batch, last.n_out)
+                                                target, dz, rows, last.n_out)
         return value / p.batch
     if p.loss_kind == LOSS_BCE:
-        return _sigmoid_binary_cross_entropy(1.0 / n, z, a, target, dz, n) / n
+        return _sigmoid_binary_cross_entropy(1.0 / n_all, z, a, target, dz, n) / n_all
     # Regression losses: dL/dA first, then through the activation to dL/dZ.
     if p.loss_kind == LOSS_MSE:
-        value = _squared_error_sum(a, target, n) / n
-        _scaled_difference(2.0 / n, a, target, dz, n)
+        value = _squared_error_sum(a, target, n) / n_all
+        _scaled_difference(2.0 / n_all, a, target, dz, n)
     elif p.loss_kind == LOSS_SSE:
         value = 0.5 * _squared_error_sum(a, target, n)
         _scaled_difference(1.0, a, target, dz, n)
     else:
-        value = _absolute_error_sum(a, target, n) / n
-        _scaled_sign_difference(1.0 / n, a, target, dz, n)
-    _activation_backward(last.activation, last.alpha, a, dz, dz, p.batch, last.n_out)
+        value = _absolute_error_sum(a, target, n) / n_all
+        _scaled_sign_difference(1.0 / n_all, a, target, dz, n)
+    _activation_backward(last.activation, last.alpha, a, dz, dz, rows, last.n_out)
     return value
 
 
@@ -263,8 +277,8 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
     """One step.  No update if the loss is not finite; with ``guard``, none
     unless every gradient is finite too (``bad_layer`` then names where)."""
     cdef double value
-    _forward(p, x, params, ws, True)
-    value = _output_gradient(p, target, labels, ws)
+    _forward(p, x, params, ws, True, 0, p.batch)
+    value = _output_gradient(p, target, labels, ws, 0, p.batch, ws + p.batch * p.grad0_cols)
     if count:
         n_correct[0] = _count_correct(p, target, labels, ws)
     if not (value - value == 0):
@@ -288,8 +302,498 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
 cdef void _predict(const Problem *p, const floating *x, floating *params,
                    floating *ws, floating *out) noexcept nogil:
     cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
-    _forward(p, x, params, ws, False)
+    _forward(p, x, params, ws, False, 0, p.batch)
     memcpy(out, ws + p.batch * last.a_cols, p.batch * last.n_out * sizeof(floating))
+
+
+# ---------------------------------------------------------------------------
+# The helper thread: a small model's step on two cores
+# ---------------------------------------------------------------------------
+#
+# A small network's step (T5: ten 32-wide sigmoid layers, batch 64) is too
+# small for BLAS to thread, and on one core it is bound by arithmetic: its
+# 2.0 million multiply-adds take 44 us at the 89 GFLOP/s one Zen 4 core
+# reaches.  So the plan takes such a step in two halves of the batch's rows
+# (_train_split): each half goes through the forward and backward passes
+# with its own gradient sums, then the two sums are added and the
+# parameters updated, half of them each.  Both phases can give their second
+# half to a helper thread.  Splitting the work by layer instead (a barrier
+# after each layer, the parameters the same bits as a whole-batch step) was
+# tried first: it moved each layer's dZ between the cores and gained a
+# tenth at most.  The halves' arithmetic does not depend on which thread
+# runs them, so a model trains to the same bits with the helper or without.
+#
+# The protocol, for one phase (the caller is the only writer of ``posted``):
+#   caller: job := the phase; posted := g; run chunk 0; then claim chunk 1
+#           (taken: g - 1 -> g): if the helper has not, run it too, else
+#           wait until done == g.
+#   helper: wait until posted changes; claim chunk 1 of the phase it sees
+#           (taken: g - 1 -> g); if that succeeds, run it and set done := g.
+# Exactly one of the two claims succeeds, and a helper that comes late (the
+# caller ran both chunks and moved on) finds taken past g - 1 and claims
+# nothing.  So a helper that is never scheduled costs the caller nothing
+# but the claim: the step then runs on one core, never waits on the other.
+# The helper spins for a while after each phase (steps come back to back in
+# a training loop) and then sleeps on a condition variable.  Whether the
+# helper pays is measured as the plan goes (Plan._helper_pays): on a
+# machine whose second core is busy, or shared with another machine's, a
+# helper that runs at half speed makes the step slower than on one core.
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdint.h>
+    #include <time.h>
+    #include <sched.h>
+    #if defined(__x86_64__) || defined(__i386__)
+    #include <immintrin.h>
+    #define TC_PAUSE() _mm_pause()
+    #elif defined(__aarch64__)
+    #define TC_PAUSE() __asm__ __volatile__("yield")
+    #else
+    #define TC_PAUSE() ((void)0)
+    #endif
+
+    /* How long the helper spins for the next phase before it sleeps: the
+       Python between two steps of a training loop takes microseconds, and
+       a sleeping helper takes tens of them to wake. */
+    #define TC_HELPER_SPIN_NS 200000
+
+    typedef void (*tc_chunk_fn)(void *job, int chunk);
+
+    static struct {
+        pthread_mutex_t mutex;
+        pthread_cond_t wake;
+        int state;              /* 0 not started, 1 running, -1 could not start */
+        int owned;              /* a caller is running a split step */
+        int sleeping;           /* the helper waits on ``wake`` */
+        uint64_t posted, taken, done;
+        uint64_t helped;        /* phases whose chunk 1 the helper ran */
+        tc_chunk_fn fn;
+        void *job;
+    } tc_helper = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+    #define TC_LOAD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+    #define TC_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
+
+    static int tc_claim(uint64_t phase)
+    {
+        uint64_t expected = phase - 1;
+        return __atomic_compare_exchange_n(&tc_helper.taken, &expected, phase, 0,
+                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+
+    static uint64_t tc_now_ns(void)
+    {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+    }
+
+    /* The next phase posted after ``seen``: spin, then sleep. */
+    static uint64_t tc_next_phase(uint64_t seen)
+    {
+        uint64_t now, until = tc_now_ns() + TC_HELPER_SPIN_NS;
+        int i;
+        for (;;) {
+            for (i = 0; i < 64; i++) {
+                now = TC_LOAD(tc_helper.posted);
+                if (now != seen)
+                    return now;
+                TC_PAUSE();
+            }
+            if (tc_now_ns() > until)
+                break;
+            /* Let a thread that shares this CPU (the caller itself, if
+               the scheduler put both here) run before spinning on. */
+            sched_yield();
+        }
+        pthread_mutex_lock(&tc_helper.mutex);
+        /* sleeping before posted is read again, and the caller writes
+           posted before it reads sleeping (both sequentially consistent):
+           one of the two sees the other's store, so no wake-up is lost. */
+        TC_STORE(tc_helper.sleeping, 1);
+        while ((now = TC_LOAD(tc_helper.posted)) == seen)
+            pthread_cond_wait(&tc_helper.wake, &tc_helper.mutex);
+        TC_STORE(tc_helper.sleeping, 0);
+        pthread_mutex_unlock(&tc_helper.mutex);
+        return now;
+    }
+
+    static void *tc_helper_main(void *unused)
+    {
+        uint64_t phase = TC_LOAD(tc_helper.posted);
+        (void)unused;
+        for (;;) {
+            phase = tc_next_phase(phase);
+            if (tc_claim(phase)) {
+                /* Written before the phase was posted, and not changed
+                   until it is done. */
+                tc_helper.fn(tc_helper.job, 1);
+                __atomic_add_fetch(&tc_helper.helped, 1, __ATOMIC_RELAXED);
+                TC_STORE(tc_helper.done, phase);
+            }
+        }
+        return NULL;
+    }
+
+    /* In a forked child the helper thread does not exist, and the mutex
+       may have been held by it: start again from nothing. */
+    static void tc_helper_after_fork(void)
+    {
+        pthread_mutex_init(&tc_helper.mutex, NULL);
+        pthread_cond_init(&tc_helper.wake, NULL);
+        tc_helper.state = 0;
+        tc_helper.owned = 0;
+        tc_helper.sleeping = 0;
+        tc_helper.posted = tc_helper.taken = tc_helper.done = tc_helper.helped = 0;
+    }
+
+    static void tc_helper_init(void)
+    {
+        pthread_atfork(NULL, NULL, tc_helper_after_fork);
+    }
+
+    /* Take the helper for one step: 0 if another thread has it or it
+       cannot be started (the step then runs on one thread). */
+    static int tc_split_begin(void)
+    {
+        int expected = 0;
+        pthread_t thread;
+        pthread_attr_t attr;
+        if (!__atomic_compare_exchange_n(&tc_helper.owned, &expected, 1, 0,
+                                         __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+            return 0;
+        if (tc_helper.state == 0) {
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            tc_helper.state = pthread_create(&thread, &attr, tc_helper_main, NULL) == 0 ? 1 : -1;
+            pthread_attr_destroy(&attr);
+        }
+        if (tc_helper.state < 0) {
+            TC_STORE(tc_helper.owned, 0);
+            return 0;
+        }
+        return 1;
+    }
+
+    static unsigned long long tc_phases_posted(void) { return TC_LOAD(tc_helper.posted); }
+    static unsigned long long tc_phases_helped(void) { return TC_LOAD(tc_helper.helped); }
+
+    static void tc_split_end(void)
+    {
+        TC_STORE(tc_helper.owned, 0);
+    }
+
+    /* Run fn(job, 0) here and fn(job, 1) on the helper (or here, if the
+       helper has not claimed it by the time chunk 0 is done). */
+    static void tc_split(tc_chunk_fn fn, void *job)
+    {
+        uint64_t phase = tc_helper.posted + 1;
+        long spins = 0;
+        tc_helper.fn = fn;
+        tc_helper.job = job;
+        TC_STORE(tc_helper.posted, phase);
+        if (TC_LOAD(tc_helper.sleeping)) {
+            pthread_mutex_lock(&tc_helper.mutex);
+            pthread_cond_signal(&tc_helper.wake);
+            pthread_mutex_unlock(&tc_helper.mutex);
+        }
+        fn(job, 0);
+        if (tc_claim(phase)) {
+            fn(job, 1);
+            return;
+        }
+        while (TC_LOAD(tc_helper.done) != phase) {
+            /* The helper is inside chunk 1; if it was descheduled there,
+               give it the core rather than spin against it. */
+            if (++spins > 20000)
+                sched_yield();
+            else
+                TC_PAUSE();
+        }
+    }
+    """
+    ctypedef void (*tc_chunk_fn)(void *job, int chunk) noexcept nogil
+    void tc_helper_init()
+    bint tc_split_begin() nogil
+    void tc_split_end() nogil
+    void tc_split(tc_chunk_fn fn, void *job) nogil
+    unsigned long long tc_phases_posted()
+    unsigned long long tc_phases_helped()
+    unsigned long long tc_now_ns() nogil
+
+tc_helper_init()
+
+
+def _helper_counts():
+    """Test hook: (phases posted, phases whose second chunk the helper thread
+    ran) since the process started (or forked)."""
+    return int(tc_phases_posted()), int(tc_phases_helped())
+
+
+
+# Splitting a step: when, and in what chunks.  Rows of the batch are split
+# at a multiple of a tile's rows, the flat buffers at a multiple of 16
+# elements (64 bytes of float32: the two threads never write one cache line).
+# Measured on a 2-core Zen 4 EPYC: below the two minimums a split step lost
+# to one thread.
+cdef enum:
+    _ROW_ALIGN = 4
+    _PARAM_ALIGN = 16
+    _MIN_SPLIT_ROWS = 16            # rows of the batch
+    _MIN_SPLIT_WORK = 131072        # multiply-adds of the forward pass
+    _PROBE_EVERY = 16               # steps between tries of the other way
+
+
+cdef enum:
+    PHASE_ROWS = 0          # forward, loss and backward of one chunk of rows
+    PHASE_SUM = 1           # the two halves' gradients summed (and the update)
+
+
+cdef struct SplitJob:
+    # One phase of a split step, as both threads read it.
+    const Problem *p
+    bint is_float
+    const void *x
+    const void *target
+    const int64_t *labels
+    void *params
+    void *grads
+    void *partial           # chunk 1's gradients, n_params (training only)
+    void *ws
+    void *out               # predict: the outputs' rows (NULL in training)
+    double lr
+    bint training
+    bint update             # the SGD update in the summing phase
+    bint alone              # both chunks on the calling thread
+    int phase
+    double loss[2]          # each chunk's share of the loss
+
+
+cdef inline Py_ssize_t _split_at(Py_ssize_t n, Py_ssize_t align) noexcept nogil:
+    # Where the second of two chunks of n items starts: half of n rounded up
+    # to a multiple of align, at most n.
+    cdef Py_ssize_t half = ((n + 1) // 2 + align - 1) // align * align
+    return half if half < n else n
+
+
+cdef inline void _chunk_range(Py_ssize_t n, Py_ssize_t align, int chunk,
+                              Py_ssize_t *start, Py_ssize_t *stop) noexcept nogil:
+    cdef Py_ssize_t middle = _split_at(n, align)
+    start[0] = 0 if chunk == 0 else middle
+    stop[0] = middle if chunk == 0 else n
+
+
+cdef inline bint _unthreaded(bint is_float, BLAS_Trans trans_a, BLAS_Trans trans_b,
+                             Py_ssize_t m, int n, int k) noexcept nogil:
+    # Whether this product runs on the calling thread, without the BLAS
+    # lock: in the small-product kernel, or in a BLAS call small enough that
+    # OpenBLAS keeps it to one thread.
+    return m <= 0 or _gemm_is_small(is_float, trans_a, trans_b, <int>m, n, k) or (
+        m * n * k <= BLAS_ONE_THREAD_WORK)
+
+
+cdef bint _in_halves(const Problem *p, bint is_float) noexcept nogil:
+    """Whether a step is taken in two halves of the batch (see _train_split):
+    past the measured crossover in rows and work, and where no product of
+    either half goes to BLAS's threads.  This depends on the model and the
+    batch alone, not on the threads, so a model trains to the same bits
+    with the helper thread or without it."""
+    cdef int l, chunk
+    cdef const LayerSpec *layer
+    cdef long long work = 0
+    cdef Py_ssize_t start, stop, rows
+    if p.batch < _MIN_SPLIT_ROWS:
+        return False
+    for l in range(p.n_layers):
+        layer = &p.layers[l]
+        for chunk in range(2):
+            _chunk_range(p.batch, _ROW_ALIGN, chunk, &start, &stop)
+            rows = stop - start
+            if not (_unthreaded(is_float, NoTrans, NoTrans, rows, layer.n_out, layer.n_in)
+                    and _unthreaded(is_float, Trans, NoTrans, layer.n_in, layer.n_out,
+                                    <int>rows)
+                    and (l == 0 or _unthreaded(is_float, NoTrans, Trans, rows,
+                                               layer.n_in, layer.n_out))):
+                return False
+        work += <long long>p.batch * layer.n_in * layer.n_out
+    return work >= _MIN_SPLIT_WORK
+
+
+cdef inline bint _helper_allowed(int n_cpus) noexcept nogil:
+    # The second half may go to the helper thread where the process may run
+    # on two CPUs and the BLAS on two threads (so set_num_threads(1) and
+    # threadpoolctl's limits hold for tinycore's own thread too).
+    return n_cpus >= 2 and _blas_threads() >= 2
+
+
+cdef inline floating *_rows_scratch(const Problem *p, floating *ws, Py_ssize_t cols,
+                                    Py_ssize_t r0) noexcept nogil:
+    # A scratch buffer's part for the rows from r0 on, as wide as the widest
+    # layer: each chunk's gradients stay in its own part whatever layer the
+    # other chunk is at (a buffer holds matrices of different widths).
+    return ws + p.batch * cols + r0 * (p.grad1_cols - p.grad0_cols)
+
+
+cdef void _backward_rows(const Problem *p, const floating *x, const floating *params,
+                         floating *grads, floating *ws, Py_ssize_t r0,
+                         Py_ssize_t r1) noexcept nogil:
+    """Backpropagation through rows r0 <= i < r1 of the batch alone, from the
+    dZ that :func:`_output_gradient` left in this chunk's part of the first
+    scratch buffer: their dZ and dX, and into ``grads`` the dW and db of
+    those rows (the sums over them).  No update."""
+    cdef int l
+    cdef const LayerSpec *layer
+    cdef const LayerSpec *below
+    cdef const floating *inp
+    cdef Py_ssize_t rows = r1 - r0
+    cdef floating *dz = _rows_scratch(p, ws, p.grad0_cols, r0)
+    cdef floating *dx = _rows_scratch(p, ws, p.grad1_cols, r0)
+    cdef floating *swap
+    for l in range(p.n_layers - 1, -1, -1):
+        layer = &p.layers[l]
+        inp = x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols
+        _gemm(Trans, NoTrans, layer.n_in, layer.n_out, <int>rows,
+              1.0, inp + r0 * layer.n_in, layer.n_in, dz, layer.n_out,
+              0.0, grads + layer.w_offset, layer.n_out)
+        if layer.b_offset >= 0:
+            _column_sums(dz, rows, layer.n_out, grads + layer.b_offset)
+        if l > 0:
+            below = &p.layers[l - 1]
+            _gemm(NoTrans, Trans, <int>rows, layer.n_in, layer.n_out,
+                  1.0, dz, layer.n_out, params + layer.w_offset,
+                  layer.n_out, 0.0, dx, layer.n_in)
+            _activation_backward(below.activation, below.alpha, inp + r0 * layer.n_in,
+                                 dx, dx, rows, layer.n_in)
+        swap = dz
+        dz = dx
+        dx = swap
+
+
+cdef void _sum_and_update(floating *params, floating *grads, const floating *partial,
+                          Py_ssize_t n, double lr, bint update) noexcept nogil:
+    # grads += partial, then (with update) params -= lr * grads, in one pass.
+    cdef Py_ssize_t i
+    cdef floating step = <floating>lr
+    if update:
+        for i in range(n):
+            grads[i] = grads[i] + partial[i]
+            params[i] -= step * grads[i]
+    else:
+        for i in range(n):
+            grads[i] = grads[i] + partial[i]
+
+
+cdef void _chunk(SplitJob *job, const floating *x, const floating *target,
+                 floating *params, floating *grads, floating *partial, floating *ws,
+                 floating *out, int chunk) noexcept nogil:
+    cdef const Problem *p = job.p
+    cdef const LayerSpec *last = &p.layers[p.n_layers - 1]
+    cdef Py_ssize_t start, stop
+    cdef double value
+    if job.phase == PHASE_SUM:
+        _chunk_range(p.n_params, _PARAM_ALIGN, chunk, &start, &stop)
+        _sum_and_update(params + start, grads + start, partial + start, stop - start,
+                        job.lr, job.update)
+        return
+    _chunk_range(p.batch, _ROW_ALIGN, chunk, &start, &stop)
+    job.loss[chunk] = 0.0
+    if not job.training:
+        _forward(p, x, params, ws, False, start, stop)
+        memcpy(out + start * last.n_out, ws + p.batch * last.a_cols + start * last.n_out,
+               (stop - start) * last.n_out * sizeof(floating))
+        return
+    _forward(p, x, params, ws, True, start, stop)
+    value = _output_gradient(p, target, job.labels, ws, start, stop,
+                             _rows_scratch(p, ws, p.grad0_cols, start))
+    job.loss[chunk] = value
+    if value - value == 0:
+        _backward_rows(p, x, params, grads if chunk == 0 else partial, ws, start, stop)
+
+
+cdef void _run_chunk(void *job_ptr, int chunk) noexcept nogil:
+    cdef SplitJob *job = <SplitJob *>job_ptr
+    if job.is_float:
+        _chunk(job, <const float *>job.x, <const float *>job.target, <float *>job.params,
+               <float *>job.grads, <float *>job.partial, <float *>job.ws,
+               <float *>job.out, chunk)
+    else:
+        _chunk(job, <const double *>job.x, <const double *>job.target,
+               <double *>job.params, <double *>job.grads, <double *>job.partial,
+               <double *>job.ws, <double *>job.out, chunk)
+
+
+cdef void _run_phase(SplitJob *job) noexcept nogil:
+    if job.alone:
+        _run_chunk(job, 0)
+        _run_chunk(job, 1)
+    else:
+        tc_split(_run_chunk, job)
+
+
+cdef void _start_job(SplitJob *job, const Problem *p, const floating *x,
+                     floating *params, floating *ws, bint alone) noexcept nogil:
+    job.alone = alone
+    job.p = p
+    job.is_float = floating is float
+    job.x = x
+    job.params = params
+    job.ws = ws
+    job.target = NULL
+    job.labels = NULL
+    job.grads = NULL
+    job.partial = NULL
+    job.out = NULL
+    job.lr = 0.0
+    job.training = False
+    job.update = False
+
+
+cdef double _train_split(const Problem *p, const floating *x, const floating *target,
+                         const int64_t *labels, floating *params, floating *grads,
+                         floating *partial, floating *ws, double lr, bint update,
+                         bint count, bint guard, Py_ssize_t *n_correct,
+                         int *bad_layer, bint alone) noexcept nogil:
+    """:func:`_train` in two halves of the batch, on the helper thread and
+    this one (the caller holds the helper), or both here if ``alone``: each
+    half's rows go through the forward and backward passes with their own
+    gradient sums (``partial`` holds the second half's); then the two are
+    added for each half of the parameters, which are updated."""
+    cdef SplitJob job
+    cdef double value
+    _start_job(&job, p, x, params, ws, alone)
+    job.target = target
+    job.labels = labels
+    job.grads = grads
+    job.partial = partial
+    job.lr = lr
+    job.training = True
+    job.update = update and not guard
+    job.phase = PHASE_ROWS
+    _run_phase(&job)
+    value = job.loss[0] + job.loss[1]
+    if count:
+        n_correct[0] = _count_correct(p, target, labels, ws)
+    if not (value - value == 0):
+        bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
+        return value
+    job.phase = PHASE_SUM
+    _run_phase(&job)
+    if guard:
+        bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
+        if bad_layer[0] < 0 and update:
+            _sgd_update(lr, params, grads, p.n_params)
+    return value
+
+
+cdef void _predict_split(const Problem *p, const floating *x, floating *params,
+                         floating *ws, floating *out) noexcept nogil:
+    """:func:`_predict` on two threads (the caller holds the helper)."""
+    cdef SplitJob job
+    _start_job(&job, p, x, params, ws, False)
+    job.out = out
+    job.phase = PHASE_ROWS
+    _run_phase(&job)
 
 
 cdef double _sum_of_squares(const floating *x, Py_ssize_t n) noexcept nogil:
@@ -454,6 +958,11 @@ cdef class Plan:
     cdef bint tracking
     cdef cnp.ndarray track_sums
     cdef cnp.ndarray track_counts
+    cdef int n_cpus                   # CPUs the process may run on, at compile()
+    cdef cnp.ndarray partial_grads    # a split step's second half of the gradients
+    cdef double half_cost[2]          # see _helper_pays
+    cdef Py_ssize_t tuned_batch
+    cdef int probe_in
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
                   int loss_kind):
@@ -499,6 +1008,11 @@ cdef class Plan:
         self.tracking = False
         self.track_sums = np.zeros((self.n_layers, 3))
         self.track_counts = np.zeros((self.n_layers, 3))
+        self.n_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        self.partial_grads = None
+        self.half_cost[0] = self.half_cost[1] = 0.0
+        self.tuned_batch = 0
+        self.probe_in = 0
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -535,6 +1049,49 @@ cdef class Plan:
         p.n_params = self.n_params
         p.has_labels = has_labels
         return p
+
+    def splits(self, Py_ssize_t batch):
+        """Whether a step on ``batch`` rows is taken in two halves of the batch
+        (on this thread, or this one and the helper thread)."""
+        cdef Problem p = self._problem(batch, False)
+        return bool(_in_halves(&p, self.typenum == cnp.NPY_FLOAT32))
+
+    def helper_allowed(self):
+        """Whether the second half of a step may go to the helper thread now."""
+        return bool(_helper_allowed(self.n_cpus))
+
+    def helper_costs(self):
+        """(ns per step with both halves here, ns with the helper), the running
+        means the plan chooses by; 0 where not measured yet."""
+        return self.half_cost[0], self.half_cost[1]
+
+    cdef bint _helper_pays(self, Py_ssize_t batch):
+        """Whether to give this step's second half to the helper thread.
+
+        Measured as the plan goes (running means of both ways, for one batch
+        size): on a machine whose second core is busy or shared the helper
+        can cost more than it saves.  Each way is tried first, and the one
+        not in use again every _PROBE_EVERY steps.
+        """
+        cdef bint helper_faster
+        if batch != self.tuned_batch:
+            self.tuned_batch = batch
+            self.half_cost[0] = self.half_cost[1] = 0.0
+            self.probe_in = _PROBE_EVERY
+        if self.half_cost[1] == 0:
+            return True
+        if self.half_cost[0] == 0:
+            return False
+        helper_faster = self.half_cost[1] < self.half_cost[0]
+        self.probe_in -= 1
+        if self.probe_in <= 0:
+            self.probe_in = _PROBE_EVERY
+            return not helper_faster
+        return helper_faster
+
+    cdef void _record_half_cost(self, bint helper, double ns):
+        cdef double mean = self.half_cost[1 if helper else 0]
+        self.half_cost[1 if helper else 0] = ns if mean == 0 else mean + 0.25 * (ns - mean)
 
     def workspace_bytes(self):
         """Bytes held by the cached workspaces."""
@@ -618,8 +1175,30 @@ cdef class Plan:
         cdef bint tracking = self.tracking
         cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
         cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
+        cdef bint halves = _in_halves(p, is_float)
+        cdef bint allowed = halves and _helper_allowed(self.n_cpus)
+        cdef bint helper = allowed and self._helper_pays(p.batch)
+        cdef void *partial = NULL
+        cdef unsigned long long started = 0
+        if halves:
+            if self.partial_grads is None:
+                # Once per plan: the second half's gradient sums.
+                self.partial_grads = np.empty_like(self.grads)
+            partial = cnp.PyArray_DATA(self.partial_grads)
         with nogil:
-            if is_float:
+            helper = helper and tc_split_begin()
+            started = tc_now_ns()
+            if halves and is_float:
+                value = _train_split(p, <const float *>x, <const float *>t, labels,
+                                     <float *>params, <float *>grads, <float *>partial,
+                                     <float *>work, lr, update, count, guard,
+                                     &n_correct, &bad_layer, not helper)
+            elif halves:
+                value = _train_split(p, <const double *>x, <const double *>t, labels,
+                                     <double *>params, <double *>grads, <double *>partial,
+                                     <double *>work, lr, update, count, guard,
+                                     &n_correct, &bad_layer, not helper)
+            elif is_float:
                 value = _train(p, <const float *>x, <const float *>t, labels,
                                <float *>params, <float *>grads, <float *>work,
                                lr, update, count, guard, &n_correct, &bad_layer)
@@ -627,10 +1206,15 @@ cdef class Plan:
                 value = _train(p, <const double *>x, <const double *>t, labels,
                                <double *>params, <double *>grads, <double *>work,
                                lr, update, count, guard, &n_correct, &bad_layer)
+            if helper:
+                tc_split_end()
+            started = tc_now_ns() - started
             if tracking and bad_layer < 0:
                 # In the same GIL-free stretch: tracking adds no call.
                 _accumulate_stats(p, is_float, params, grads, work,
                                   lr if update else -1.0, sums, counts)
+        if allowed:
+            self._record_half_cost(helper, <double>started)
         self.last_loss = value
         self.last_correct = n_correct
         self.last_batch = p.batch
@@ -688,6 +1272,8 @@ cdef class Plan:
         cdef char *y = <char *>cnp.PyArray_DATA(out)
         cdef void *params = cnp.PyArray_DATA(self.params)
         cdef void *work
+        cdef bint is_float = self.typenum == cnp.NPY_FLOAT32
+        cdef bint split
         if self.busy:
             return BUSY
         self.busy = True
@@ -698,7 +1284,17 @@ cdef class Plan:
                 work = cnp.PyArray_DATA(ws)
                 p = self._problem(batch, False)
                 with nogil:
-                    if self.typenum == cnp.NPY_FLOAT32:
+                    split = (_in_halves(&p, is_float) and _helper_allowed(self.n_cpus)
+                             and self.half_cost[1] <= self.half_cost[0] and tc_split_begin())
+                    if split and is_float:
+                        _predict_split(&p, <const float *>(x + start * self.n_in * itemsize),
+                                       <float *>params, <float *>work,
+                                       <float *>(y + start * self.n_out * itemsize))
+                    elif split:
+                        _predict_split(&p, <const double *>(x + start * self.n_in * itemsize),
+                                       <double *>params, <double *>work,
+                                       <double *>(y + start * self.n_out * itemsize))
+                    elif is_float:
                         _predict(&p, <const float *>(x + start * self.n_in * itemsize),
                                  <float *>params, <float *>work,
                                  <float *>(y + start * self.n_out * itemsize))
@@ -706,6 +1302,8 @@ cdef class Plan:
                         _predict(&p, <const double *>(x + start * self.n_in * itemsize),
                                  <double *>params, <double *>work,
                                  <double *>(y + start * self.n_out * itemsize))
+                    if split:
+                        tc_split_end()
             return OK
         finally:
             self.busy = False

@@ -1,0 +1,194 @@
+"""A small model's step in two halves of the batch, with and without the helper thread.
+
+The plan takes a step of a small network (every product in the small-product
+kernel) in two halves of the batch's rows, each through the forward and
+backward passes with its own gradient sums, which are then added for the
+update.  With two CPUs and two BLAS threads allowed, the second half may run
+on a helper thread: the arithmetic is the same, so the model trains to the
+same bits with the helper or without it.  The halves' gradient sums are
+added at the end, so they agree with the whole batch's (the per-layer path)
+to rounding.
+"""
+import os
+import threading
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import tinycore as tc
+from tinycore import _simd
+
+_plan = _simd.load("_plan")
+
+# 64 x (32*48 + 48*40 + 40*8) = 241,664 multiply-adds: past the split's
+# crossover, and every product small.
+SIZES = (32, 48, 40, 8)
+BATCH = 64
+CASES = [
+    (("relu", "tanh", "softmax"), "cross_entropy", "labels"),
+    (("sigmoid", "leaky_relu", "softmax"), "cross_entropy", "rows"),
+    (("tanh", "relu", "sigmoid"), "binary_cross_entropy", "binary"),
+    (("tanh", "relu", "linear"), "mse", "real"),
+    (("sigmoid", "tanh", "tanh"), "sse", "real"),
+    (("tanh", "linear", "relu"), "mae", "real"),
+]
+
+pytestmark = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="a split step needs two CPUs")
+
+
+def _model(acts, dtype, loss, seed=3):
+    layers = [tc.Dense(n_in, n_out, activation=act)
+              for n_in, n_out, act in zip(SIZES, SIZES[1:], acts)]
+    model = tc.Sequential(layers, dtype=dtype, seed=seed)
+    # A summed loss (sse) grows with the batch: a step of the same size.
+    lr = 0.05 / BATCH if loss == "sse" else 0.05
+    model.compile(loss=loss, optimizer=tc.SGD(lr=lr))
+    return model
+
+
+def _targets(kind, rng, n):
+    if kind == "labels":
+        return rng.integers(0, SIZES[-1], n)
+    if kind == "rows":
+        return rng.dirichlet(np.ones(SIZES[-1]), n)
+    if kind == "binary":
+        return rng.integers(0, 2, (n, SIZES[-1])).astype(float)
+    return rng.normal(size=(n, SIZES[-1]))
+
+
+def _train(model, X, y, steps):
+    return [model.train_step(X, y) for _ in range(steps)]
+
+
+@pytest.fixture
+def split_threads(blas_threads):
+    """Two BLAS threads (a split is allowed); back to the original after."""
+    if not any(pool.get("internal_api") == "openblas" for pool in tc._config.blas_info()):
+        pytest.skip("only OpenBLAS's thread count can be asked: no split elsewhere")
+    blas_threads(2)
+    return blas_threads
+
+
+def test_halves_depend_on_the_model_and_batch_not_the_threads(split_threads):
+    model = _model(CASES[0][0], "float32", "cross_entropy")
+    assert model._plan.splits(BATCH) and model._plan.helper_allowed()
+    assert not model._plan.splits(8)            # too few rows
+    split_threads(1)
+    assert model._plan.splits(BATCH)            # the same arithmetic ...
+    assert not model._plan.helper_allowed()     # ... on this thread alone
+    tiny = tc.Sequential([tc.Dense(4, 3, activation="softmax")], seed=0)
+    tiny.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
+    assert not tiny._plan.splits(BATCH)         # too little work to pay
+
+
+def test_a_large_model_is_never_split(split_threads):
+    # Its products go to BLAS, which has threads of its own.
+    model = tc.Sequential([tc.Dense(512, 512, activation="relu"),
+                           tc.Dense(512, 10, activation="softmax")], seed=0)
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
+    assert not model._plan.splits(256)
+
+
+@pytest.mark.parametrize("batch", [BATCH, 63, 17])
+@pytest.mark.parametrize("acts,loss,kind", CASES)
+def test_helper_thread_changes_no_bit(acts, loss, kind, batch, dtype, rng, split_threads):
+    X = rng.normal(size=(batch, SIZES[0])).astype(dtype)
+    y = _targets(kind, rng, batch)
+    helped, alone = _model(acts, dtype, loss), _model(acts, dtype, loss)
+    assert helped._plan.splits(batch) == (batch * 3776 >= 131072)
+    helped_losses = _train(helped, X, y, 10)
+    helped_predictions = helped.predict(X)
+    split_threads(1)
+    alone_losses = _train(alone, X, y, 10)
+    assert helped_losses == alone_losses
+    assert_array_equal(helped.param_buffer, alone.param_buffer)
+    assert_array_equal(helped.grad_buffer, alone.grad_buffer)
+    assert_array_equal(alone.predict(X), helped_predictions)
+
+
+def test_the_plan_measures_both_ways_and_uses_the_helper(split_threads, rng):
+    model = _model(CASES[0][0], "float32", "cross_entropy")
+    X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], BATCH)
+    assert model._plan.helper_costs() == (0.0, 0.0)
+    posted, helped = _plan._helper_counts()
+    _train(model, X, y, 200)
+    alone_ns, helper_ns = model._plan.helper_costs()
+    assert alone_ns > 0 and helper_ns > 0
+    posted_now, helped_now = _plan._helper_counts()
+    # The first step goes to the helper, and so does every 16th step after
+    # whichever way is the faster: two phases a step.
+    assert posted_now - posted >= 2 * (200 // 16)
+    assert helped_now >= helped
+
+
+def test_split_step_matches_reference_gradient(split_threads, rng):
+    # float64, against the per-layer path (no plan): the backpropagation
+    # that tests/test_gradcheck.py checks by finite differences.
+    X = rng.normal(size=(BATCH, SIZES[0]))
+    y = rng.integers(0, SIZES[-1], BATCH)
+    split = _model(CASES[0][0], "float64", "cross_entropy")
+    reference = _model(CASES[0][0], "float64", "cross_entropy")
+    reference._plan = None
+    assert split._plan.splits(BATCH)
+    for _ in range(3):
+        assert split.train_step(X, y) == pytest.approx(reference.train_step(X, y), rel=1e-13)
+    assert_allclose(split.grad_buffer, reference.grad_buffer, rtol=1e-11, atol=1e-13)
+    assert_allclose(split.param_buffer, reference.param_buffer, rtol=1e-12, atol=1e-14)
+
+
+def test_diverged_split_step_leaves_parameters_unchanged(split_threads, rng):
+    model = _model(("linear", "linear", "softmax"), "float32", "cross_entropy")
+    assert model._plan.splits(BATCH)
+    X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
+    X[40] = 3e38                  # finite, but the forward pass overflows (row
+                                  # 40 is in the helper's half)
+    y = rng.integers(0, SIZES[-1], BATCH)
+    before = model.param_buffer.copy()
+    with pytest.raises(tc.TrainingDivergedError):
+        model.train_step(X, y)
+    assert_array_equal(model.param_buffer, before)
+
+
+def test_two_models_in_two_threads_train_as_they_would_alone(split_threads, rng):
+    # One of them holds the helper at a time; the other takes both halves
+    # on its own thread meanwhile.  Both must end where they end alone.
+    X = rng.normal(size=(BATCH, SIZES[0]))
+    y = rng.integers(0, SIZES[-1], BATCH)
+    alone = [_model(CASES[0][0], "float64", "cross_entropy", seed=s) for s in (1, 2)]
+    for model in alone:
+        _train(model, X, y, 200)
+    together = [_model(CASES[0][0], "float64", "cross_entropy", seed=s) for s in (1, 2)]
+    threads = [threading.Thread(target=_train, args=(model, X, y, 200)) for model in together]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for a, b in zip(alone, together):
+        assert_array_equal(b.param_buffer, a.param_buffer)
+
+
+def test_split_step_in_a_forked_child(split_threads, rng):
+    """A child forked after the helper ran has no helper thread: its split
+    steps must start a new one, not wait for the parent's."""
+    model = _model(CASES[0][0], "float64", "cross_entropy")
+    X = rng.normal(size=(BATCH, SIZES[0]))
+    y = rng.integers(0, SIZES[-1], BATCH)
+    _train(model, X, y, 5)                       # the helper is running now
+    expected = _model(CASES[0][0], "float64", "cross_entropy")
+    _train(expected, X, y, 25)
+    pid = os.fork()
+    if pid == 0:                                 # the child
+        code = 1
+        try:
+            _train(model, X, y, 20)
+            # The counts start again at the fork: at most 2 phases a step.
+            posted = _plan._helper_counts()[0]
+            same = np.array_equal(model.param_buffer, expected.param_buffer)
+            code = 0 if same and posted <= 40 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
