@@ -29,14 +29,15 @@ def _model(acts, dtype, loss, seed=1, lr=0.1):
     return model
 
 
-def _targets(kind, rng, n):
+def _targets(kind, rng, n, n_out=SIZES[-1]):
+    """n targets of a CASES kind for n_out outputs."""
     if kind == "labels":
-        return rng.integers(0, SIZES[-1], n)
+        return rng.integers(0, n_out, n)
     if kind == "rows":
-        return rng.dirichlet(np.ones(SIZES[-1]), n)
+        return rng.dirichlet(np.ones(n_out), n)
     if kind == "binary":
-        return rng.integers(0, 2, (n, SIZES[-1])).astype(float)
-    return rng.normal(size=(n, SIZES[-1]))
+        return rng.integers(0, 2, (n, n_out)).astype(float)
+    return rng.normal(size=(n, n_out))
 
 
 def _per_layer(model):

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from test_plan import CASES, _targets      # the same losses and target kinds
 
 import tinycore as tc
 from tinycore import _simd
@@ -25,14 +26,6 @@ _plan = _simd.load("_plan")
 # crossover, and every product small.
 SIZES = (32, 48, 40, 8)
 BATCH = 64
-CASES = [
-    (("relu", "tanh", "softmax"), "cross_entropy", "labels"),
-    (("sigmoid", "leaky_relu", "softmax"), "cross_entropy", "rows"),
-    (("tanh", "relu", "sigmoid"), "binary_cross_entropy", "binary"),
-    (("tanh", "relu", "linear"), "mse", "real"),
-    (("sigmoid", "tanh", "tanh"), "sse", "real"),
-    (("tanh", "linear", "relu"), "mae", "real"),
-]
 
 pytestmark = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="a split step needs two CPUs")
@@ -46,16 +39,6 @@ def _model(acts, dtype, loss, seed=3):
     lr = 0.05 / BATCH if loss == "sse" else 0.05
     model.compile(loss=loss, optimizer=tc.SGD(lr=lr))
     return model
-
-
-def _targets(kind, rng, n):
-    if kind == "labels":
-        return rng.integers(0, SIZES[-1], n)
-    if kind == "rows":
-        return rng.dirichlet(np.ones(SIZES[-1]), n)
-    if kind == "binary":
-        return rng.integers(0, 2, (n, SIZES[-1])).astype(float)
-    return rng.normal(size=(n, SIZES[-1]))
 
 
 def _train(model, X, y, steps):
@@ -95,7 +78,7 @@ def test_a_large_model_is_never_split(split_threads):
 @pytest.mark.parametrize("acts,loss,kind", CASES)
 def test_helper_thread_changes_no_bit(acts, loss, kind, batch, dtype, rng, split_threads):
     X = rng.normal(size=(batch, SIZES[0])).astype(dtype)
-    y = _targets(kind, rng, batch)
+    y = _targets(kind, rng, batch, SIZES[-1])
     helped, alone = _model(acts, dtype, loss), _model(acts, dtype, loss)
     assert helped._plan.splits(batch) == (batch * 3776 >= 131072)
     helped_losses = _train(helped, X, y, 10)
@@ -113,15 +96,13 @@ def test_the_plan_measures_both_ways_and_uses_the_helper(split_threads, rng):
     X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
     y = rng.integers(0, SIZES[-1], BATCH)
     assert model._plan.helper_costs() == (0.0, 0.0)
-    posted, helped = _plan._helper_counts()
+    posted = _plan._helper_counts()[0]
     _train(model, X, y, 200)
     alone_ns, helper_ns = model._plan.helper_costs()
     assert alone_ns > 0 and helper_ns > 0
-    posted_now, helped_now = _plan._helper_counts()
     # The first step goes to the helper, and so does every 16th step after
     # whichever way is the faster: two phases a step.
-    assert posted_now - posted >= 2 * (200 // 16)
-    assert helped_now >= helped
+    assert _plan._helper_counts()[0] - posted >= 2 * (200 // 16)
 
 
 def test_split_step_matches_reference_gradient(split_threads, rng):

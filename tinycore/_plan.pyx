@@ -184,34 +184,49 @@ cdef double _output_gradient(const Problem *p, const floating *target,
     return value
 
 
+cdef inline floating *_rows_scratch(const Problem *p, floating *ws, Py_ssize_t cols,
+                                    Py_ssize_t r0) noexcept nogil:
+    # A scratch buffer's part for the rows from r0 on, as wide as the widest
+    # layer: each chunk's gradients stay in its own part whatever layer the
+    # other chunk is at (a buffer holds matrices of different widths).
+    return ws + p.batch * cols + r0 * (p.grad1_cols - p.grad0_cols)
+
+
 cdef void _backward_and_update(const Problem *p, const floating *x, floating *params,
-                               floating *grads, floating *ws, double lr,
-                               bint update) noexcept nogil:
+                               floating *grads, floating *ws, double lr, bint update,
+                               Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Backpropagation through rows r0 <= i < r1 of the batch (all of it, or
+    one half of a split step), from their dZ of the last layer, which
+    :func:`_output_gradient` left in the rows' part of the first scratch
+    buffer: into ``grads`` the dW and db of those rows (the sums over them),
+    and with ``update`` each layer's SGD update as soon as its gradients
+    are final."""
     cdef int l
     cdef const LayerSpec *layer
     cdef const LayerSpec *below
     cdef const floating *inp
-    cdef floating *dz = ws + p.batch * p.grad0_cols
-    cdef floating *dx = ws + p.batch * p.grad1_cols
+    cdef Py_ssize_t rows = r1 - r0
+    cdef floating *dz = _rows_scratch(p, ws, p.grad0_cols, r0)
+    cdef floating *dx = _rows_scratch(p, ws, p.grad1_cols, r0)
     cdef floating *swap
     for l in range(p.n_layers - 1, -1, -1):
         layer = &p.layers[l]
-        inp = x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols
-        # dW (in, out) = inp^T (in, batch) @ dZ (batch, out)
-        _gemm(Trans, NoTrans, layer.n_in, layer.n_out, <int>p.batch,
+        inp = (x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols) + r0 * layer.n_in
+        # dW (in, out) = inp^T (in, rows) @ dZ (rows, out)
+        _gemm(Trans, NoTrans, layer.n_in, layer.n_out, <int>rows,
               1.0, inp, layer.n_in, dz, layer.n_out, 0.0,
               grads + layer.w_offset, layer.n_out)
         if layer.b_offset >= 0:
-            _column_sums(dz, p.batch, layer.n_out, grads + layer.b_offset)
+            _column_sums(dz, rows, layer.n_out, grads + layer.b_offset)
         if l > 0:
-            # dX (batch, in) = dZ (batch, out) @ W^T, with W before its update;
+            # dX (rows, in) = dZ (rows, out) @ W^T, with W before its update;
             # then through the activation of the layer below: its dZ.
             below = &p.layers[l - 1]
-            _gemm(NoTrans, Trans, <int>p.batch, layer.n_in, layer.n_out,
+            _gemm(NoTrans, Trans, <int>rows, layer.n_in, layer.n_out,
                   1.0, dz, layer.n_out, params + layer.w_offset, layer.n_out,
                   0.0, dx, layer.n_in)
             _activation_backward(below.activation, below.alpha, inp, dx, dx,
-                                 p.batch, layer.n_in)
+                                 rows, layer.n_in)
         if update:
             # This layer's gradients are final and its W is no longer needed.
             _sgd_update(lr, params + layer.w_offset, grads + layer.w_offset,
@@ -270,6 +285,16 @@ cdef int _first_non_finite_layer(const Problem *p, double value, const floating 
     return -1
 
 
+cdef void _guarded_update(const Problem *p, double value, floating *params,
+                          const floating *grads, const floating *ws, double lr,
+                          bint update, int *bad_layer) noexcept nogil:
+    # A guarded step's update: one pass, only if every gradient is finite
+    # (bad_layer names where one is not).
+    bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
+    if bad_layer[0] < 0 and update:
+        _sgd_update(lr, params, grads, p.n_params)
+
+
 cdef double _train(const Problem *p, const floating *x, const floating *target,
                    const int64_t *labels, floating *params, floating *grads,
                    floating *ws, double lr, bint update, bint count, bint guard,
@@ -278,7 +303,8 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
     unless every gradient is finite too (``bad_layer`` then names where)."""
     cdef double value
     _forward(p, x, params, ws, True, 0, p.batch)
-    value = _output_gradient(p, target, labels, ws, 0, p.batch, ws + p.batch * p.grad0_cols)
+    value = _output_gradient(p, target, labels, ws, 0, p.batch,
+                             _rows_scratch(p, ws, p.grad0_cols, 0))
     if count:
         n_correct[0] = _count_correct(p, target, labels, ws)
     if not (value - value == 0):
@@ -289,13 +315,11 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
         bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
         return value
     if not guard:
-        _backward_and_update(p, x, params, grads, ws, lr, update)
+        _backward_and_update(p, x, params, grads, ws, lr, update, 0, p.batch)
         return value
     # Guarded: all gradients first, then the check, then one update pass.
-    _backward_and_update(p, x, params, grads, ws, lr, False)
-    bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
-    if bad_layer[0] < 0 and update:
-        _sgd_update(lr, params, grads, p.n_params)
+    _backward_and_update(p, x, params, grads, ws, lr, False, 0, p.batch)
+    _guarded_update(p, value, params, grads, ws, lr, update, bad_layer)
     return value
 
 
@@ -627,49 +651,6 @@ cdef inline bint _helper_allowed(int n_cpus) noexcept nogil:
     return n_cpus >= 2 and _blas_threads() >= 2
 
 
-cdef inline floating *_rows_scratch(const Problem *p, floating *ws, Py_ssize_t cols,
-                                    Py_ssize_t r0) noexcept nogil:
-    # A scratch buffer's part for the rows from r0 on, as wide as the widest
-    # layer: each chunk's gradients stay in its own part whatever layer the
-    # other chunk is at (a buffer holds matrices of different widths).
-    return ws + p.batch * cols + r0 * (p.grad1_cols - p.grad0_cols)
-
-
-cdef void _backward_rows(const Problem *p, const floating *x, const floating *params,
-                         floating *grads, floating *ws, Py_ssize_t r0,
-                         Py_ssize_t r1) noexcept nogil:
-    """Backpropagation through rows r0 <= i < r1 of the batch alone, from the
-    dZ that :func:`_output_gradient` left in this chunk's part of the first
-    scratch buffer: their dZ and dX, and into ``grads`` the dW and db of
-    those rows (the sums over them).  No update."""
-    cdef int l
-    cdef const LayerSpec *layer
-    cdef const LayerSpec *below
-    cdef const floating *inp
-    cdef Py_ssize_t rows = r1 - r0
-    cdef floating *dz = _rows_scratch(p, ws, p.grad0_cols, r0)
-    cdef floating *dx = _rows_scratch(p, ws, p.grad1_cols, r0)
-    cdef floating *swap
-    for l in range(p.n_layers - 1, -1, -1):
-        layer = &p.layers[l]
-        inp = x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols
-        _gemm(Trans, NoTrans, layer.n_in, layer.n_out, <int>rows,
-              1.0, inp + r0 * layer.n_in, layer.n_in, dz, layer.n_out,
-              0.0, grads + layer.w_offset, layer.n_out)
-        if layer.b_offset >= 0:
-            _column_sums(dz, rows, layer.n_out, grads + layer.b_offset)
-        if l > 0:
-            below = &p.layers[l - 1]
-            _gemm(NoTrans, Trans, <int>rows, layer.n_in, layer.n_out,
-                  1.0, dz, layer.n_out, params + layer.w_offset,
-                  layer.n_out, 0.0, dx, layer.n_in)
-            _activation_backward(below.activation, below.alpha, inp + r0 * layer.n_in,
-                                 dx, dx, rows, layer.n_in)
-        swap = dz
-        dz = dx
-        dx = swap
-
-
 cdef void _sum_and_update(floating *params, floating *grads, const floating *partial,
                           Py_ssize_t n, double lr, bint update) noexcept nogil:
     # grads += partial, then (with update) params -= lr * grads, in one pass.
@@ -708,7 +689,8 @@ cdef void _chunk(SplitJob *job, const floating *x, const floating *target,
                              _rows_scratch(p, ws, p.grad0_cols, start))
     job.loss[chunk] = value
     if value - value == 0:
-        _backward_rows(p, x, params, grads if chunk == 0 else partial, ws, start, stop)
+        _backward_and_update(p, x, params, grads if chunk == 0 else partial, ws,
+                             0.0, False, start, stop)
 
 
 cdef void _run_chunk(void *job_ptr, int chunk) noexcept nogil:
@@ -780,9 +762,7 @@ cdef double _train_split(const Problem *p, const floating *x, const floating *ta
     job.phase = PHASE_SUM
     _run_phase(&job)
     if guard:
-        bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
-        if bad_layer[0] < 0 and update:
-            _sgd_update(lr, params, grads, p.n_params)
+        _guarded_update(p, value, params, grads, ws, lr, update, bad_layer)
     return value
 
 
