@@ -6,7 +6,7 @@ import pytest
 
 import reference
 import tinycore
-from tinycore import _losses, losses
+from tinycore import _activations, _losses, losses
 
 # Values are summed in double whatever the dtype; gradients are rounded to dtype.
 TOL = {np.dtype("float32"): dict(rtol=1e-5, atol=1e-7),
@@ -229,6 +229,41 @@ def test_softmax_cross_entropy_rows_kernel(dtype, rng):
     np.testing.assert_allclose(total, reference.softmax_cross_entropy_sum(logits, target),
                                **TOL[dtype])
     np.testing.assert_allclose(dz, scale * (prob.astype(np.float64) - target), **TOL[dtype])
+
+
+# The kernels take the rows' exps in blocks of 32 rows: a batch of less than
+# one block, exactly one, one row past it and several blocks.
+@pytest.mark.parametrize("rows", [31, 32, 33, 97])
+def test_softmax_cross_entropy_kernels_treat_each_row_alone(dtype, rng, rows):
+    logits, prob, labels = _softmax_case(rng, dtype, n=rows, k=10)
+    target = reference.softmax(rng.standard_normal((rows, 10))).astype(dtype)
+    for kernel, y, want in [
+            (_losses.softmax_cross_entropy_labels, labels,
+             reference.softmax_cross_entropy_sum(logits, labels)),
+            (_losses.softmax_cross_entropy_rows, target,
+             reference.softmax_cross_entropy_sum(logits, target))]:
+        dz = np.full_like(prob, np.nan)
+        total = kernel(0.5, logits, prob, y, dz)
+        np.testing.assert_allclose(total, want, **TOL[dtype])
+        # Row by row: the same bits in dz, and the same values.
+        dz_alone = np.full_like(prob, np.nan)
+        values = [kernel(0.5, logits[i:i + 1], prob[i:i + 1], y[i:i + 1], dz_alone[i:i + 1])
+                  for i in range(rows)]
+        np.testing.assert_array_equal(dz, dz_alone)
+        np.testing.assert_allclose(total, math.fsum(values), rtol=1e-13)
+
+
+def test_softmax_of_many_rows_is_each_row_alone(dtype, rng):
+    z = (rng.standard_normal((70, 10)) * 4).astype(dtype)
+    z[40, 3] = 1e4          # one row far from the others: its own maximum
+    out = np.full_like(z, np.nan)
+    assert _activations.activation_value(_activations.Activation.SOFTMAX, 0.0, z, out)
+    alone = np.full_like(z, np.nan)
+    for i in range(70):
+        _activations.activation_value(_activations.Activation.SOFTMAX, 0.0,
+                                      z[i:i + 1], alone[i:i + 1])
+    np.testing.assert_array_equal(out, alone)
+    np.testing.assert_allclose(out, reference.softmax(z.astype(np.float64)), **TOL[dtype])
 
 
 def test_sigmoid_binary_cross_entropy_kernel(dtype, rng):

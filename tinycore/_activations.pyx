@@ -79,12 +79,6 @@ cdef inline floating _tanh(floating z) noexcept nogil:
 # Row loops (pointer level, no Python objects)
 # ---------------------------------------------------------------------------
 
-cdef inline void _softmax_row(const floating *z, floating *a,
-                              Py_ssize_t n) noexcept nogil:
-    cdef floating row_max
-    _softmax_row_sum(z, a, n, &row_max)
-
-
 cdef inline void _softmax_row_backward(const floating *a, const floating *da,
                                        floating *dz, Py_ssize_t n) noexcept nogil:
     # Jacobian-vector product of softmax: J = diag(a) - a a^T, so
@@ -178,8 +172,8 @@ cdef void _bias_activation(Activation act, double alpha, floating *z,
                 for j in range(n_cols):
                     z_row[j] = z_row[j] + bias[j]
         if act == SOFTMAX:
-            for i in range(start, stop):
-                _softmax_row(z + i * n_cols, a + i * n_cols, n_cols)
+            _softmax_rows(z + start * n_cols, a + start * n_cols, stop - start,
+                          n_cols, True, NULL)
         else:
             _apply(act, alpha, z + start * n_cols, a + start * n_cols,
                    (stop - start) * n_cols)
@@ -265,16 +259,15 @@ def activation_value(Activation act, double alpha,
 
     Returns whether every element of z was finite (if not, out holds garbage).
     """
-    cdef Py_ssize_t i
     cdef Py_ssize_t n_rows = z.shape[0], n_cols = z.shape[1]
     cdef bint finite = True
     if n_rows == 0 or n_cols == 0:
         return True
     with nogil:
         if act == SOFTMAX:
-            for i in range(n_rows):
-                _softmax_row(&z[i, 0], &out[i, 0], n_cols)
-                finite &= _all_finite(&z[i, 0], n_cols)
+            # Checked first: out may be z.
+            finite = _all_finite(&z[0, 0], n_rows * n_cols)
+            _softmax_rows(&z[0, 0], &out[0, 0], n_rows, n_cols, True, NULL)
         else:
             finite = _elementwise_checked(False, act, alpha, &z[0, 0], &out[0, 0],
                                           n_rows * n_cols)

@@ -10,7 +10,7 @@ from libc.math cimport exp, log, log1p, fabs, fmax
 from libc.stdint cimport int64_t
 from cython cimport floating
 
-from ._activations cimport _shifted_exps, _softmax_row_sum
+from ._activations cimport _SOFTMAX_BLOCK_ROWS, _softmax_rows
 
 # PyTorch's conventions for probabilities of exactly 0 or 1: log(p) is clamped
 # at -100 in the value, and the denominators of the gradients (p for
@@ -198,41 +198,30 @@ def cross_entropy_rows_grad(double scale,
 # Fused kernels: softmax + cross-entropy, sigmoid + binary cross-entropy
 # ---------------------------------------------------------------------------
 
-cdef inline double _row_logsumexp(const floating *z, Py_ssize_t n, floating *out,
-                                  bint softmax) noexcept nogil:
-    # log sum_j exp(z_j) = m + log sum_j exp(z_j - m), m the row maximum, with
-    # the exps the softmax takes (for float32, tinycore's vectorisable exp,
-    # not a libm call per element), summed in double.  The exps are written
-    # to ``out`` (n elements, not aliasing z): as they are, as scratch, or
-    # with ``softmax`` divided by their sum, which is the row's softmax.
-    cdef floating m
-    cdef double total
-    if softmax:
-        total = _softmax_row_sum(z, out, n, &m)
-    else:
-        total = _shifted_exps(z, out, n, &m)
-    return m + log(total)
-
-
 cdef double _softmax_cross_entropy_labels(
         double scale, const floating *logits, floating *prob, bint prob_from_logits,
         const int64_t *labels, floating *dz,
         Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef const floating *z_row
+    # With prob_from_logits the softmax is taken here, from the exps the
+    # log-sum-exp needs (the training plan's forward pass leaves it to this
+    # kernel); else dz is scratch for them until written below.  A block of
+    # rows at a time: their log-sum-exps live on the stack.
+    cdef double log_sum_exp[_SOFTMAX_BLOCK_ROWS]
+    cdef floating *exps = prob if prob_from_logits else dz
+    cdef Py_ssize_t start, rows, i, j
     cdef double total = 0.0
-    for i in range(n_rows):
-        z_row = logits + i * n_cols
-        # With prob_from_logits the row's softmax is taken here, from the exps
-        # the log-sum-exp needs (the training plan's forward pass leaves it to
-        # this kernel); else dz's row is scratch for them until written below.
-        total += _row_logsumexp(z_row, n_cols,
-                                prob + i * n_cols if prob_from_logits else dz + i * n_cols,
-                                prob_from_logits) - z_row[labels[i]]
-        for j in range(n_cols):
-            dz[i * n_cols + j] = <floating>(scale * prob[i * n_cols + j])
-        dz[i * n_cols + labels[i]] = <floating>(
-            scale * (<double>prob[i * n_cols + labels[i]] - 1.0))
+    start = 0
+    while start < n_rows:       # (range() without the GIL takes only a literal step)
+        rows = min(<Py_ssize_t>_SOFTMAX_BLOCK_ROWS, n_rows - start)
+        _softmax_rows(logits + start * n_cols, exps + start * n_cols, rows, n_cols,
+                      prob_from_logits, log_sum_exp)
+        for i in range(start, start + rows):
+            total += log_sum_exp[i - start] - logits[i * n_cols + labels[i]]
+            for j in range(n_cols):
+                dz[i * n_cols + j] = <floating>(scale * prob[i * n_cols + j])
+            dz[i * n_cols + labels[i]] = <floating>(
+                scale * (<double>prob[i * n_cols + labels[i]] - 1.0))
+        start += rows
     return total
 
 
@@ -240,21 +229,28 @@ cdef double _softmax_cross_entropy_rows(
         double scale, const floating *logits, floating *prob, bint prob_from_logits,
         const floating *target, floating *dz,
         Py_ssize_t n_rows, Py_ssize_t n_cols) noexcept nogil:
-    cdef Py_ssize_t i, j, k
+    # As the labels' kernel, with a row of weights for the one-hot label.
+    cdef double log_sum_exp[_SOFTMAX_BLOCK_ROWS]
+    cdef floating *exps = prob if prob_from_logits else dz
+    cdef Py_ssize_t start, rows, i, j, k
     cdef double lse, row_sum, total = 0.0
-    for i in range(n_rows):
-        lse = _row_logsumexp(logits + i * n_cols, n_cols,
-                             prob + i * n_cols if prob_from_logits else dz + i * n_cols,
-                             prob_from_logits)
-        row_sum = 0.0
-        for j in range(n_cols):
-            k = i * n_cols + j
-            row_sum += target[k]
-            if target[k] != 0:
-                total += target[k] * (lse - logits[k])
-        for j in range(n_cols):
-            k = i * n_cols + j
-            dz[k] = <floating>(scale * (<double>prob[k] * row_sum - target[k]))
+    start = 0
+    while start < n_rows:       # (range() without the GIL takes only a literal step)
+        rows = min(<Py_ssize_t>_SOFTMAX_BLOCK_ROWS, n_rows - start)
+        _softmax_rows(logits + start * n_cols, exps + start * n_cols, rows, n_cols,
+                      prob_from_logits, log_sum_exp)
+        for i in range(start, start + rows):
+            lse = log_sum_exp[i - start]
+            row_sum = 0.0
+            for j in range(n_cols):
+                k = i * n_cols + j
+                row_sum += target[k]
+                if target[k] != 0:
+                    total += target[k] * (lse - logits[k])
+            for j in range(n_cols):
+                k = i * n_cols + j
+                dz[k] = <floating>(scale * (<double>prob[k] * row_sum - target[k]))
+        start += rows
     return total
 
 
