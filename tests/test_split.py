@@ -91,6 +91,24 @@ def test_helper_thread_changes_no_bit(acts, loss, kind, batch, dtype, rng, split
     assert_array_equal(alone.predict(X), helped_predictions)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_predict_takes_the_halves_of_a_training_step(threads, dtype, rng, split_threads):
+    # The last layer's forward product (8 columns) goes to BLAS, whose
+    # rounding of a row may depend on how many rows the call has (OpenBLAS's
+    # Haswell kernels do: rows 24-31 of 64 differ from the same rows of a
+    # call of 32).  So predict must take a batch in the halves a training
+    # step takes, with the helper or without it, for its predictions not to
+    # change with the threads.  Each half alone (32 rows) is too small to
+    # split: it is one call per product, as the half is in the split batch.
+    split_threads(threads)
+    model = _model(CASES[0][0], dtype, "cross_entropy")
+    X = rng.normal(size=(BATCH, SIZES[0])).astype(dtype)
+    assert model._plan.splits(BATCH) and not model._plan.splits(BATCH // 2)
+    halves = np.vstack([model.predict(X[:BATCH // 2]), model.predict(X[BATCH // 2:])])
+    for _ in range(20):     # the helper is used or not as it pays: every way
+        assert_array_equal(model.predict(X), halves)
+
+
 def test_the_plan_measures_both_ways_and_uses_the_helper(split_threads, rng):
     model = _model(CASES[0][0], "float32", "cross_entropy")
     X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)

@@ -767,10 +767,12 @@ cdef double _train_split(const Problem *p, const floating *x, const floating *ta
 
 
 cdef void _predict_split(const Problem *p, const floating *x, floating *params,
-                         floating *ws, floating *out) noexcept nogil:
-    """:func:`_predict` on two threads (the caller holds the helper)."""
+                         floating *ws, floating *out, bint alone) noexcept nogil:
+    """:func:`_predict` in the two halves of the batch that a training step
+    takes (see :func:`_in_halves`), on the helper thread and this one (the
+    caller holds the helper), or both here if ``alone``."""
     cdef SplitJob job
-    _start_job(&job, p, x, params, ws, False)
+    _start_job(&job, p, x, params, ws, alone)
     job.out = out
     job.phase = PHASE_ROWS
     _run_phase(&job)
@@ -1253,7 +1255,7 @@ cdef class Plan:
         cdef void *params = cnp.PyArray_DATA(self.params)
         cdef void *work
         cdef bint is_float = self.typenum == cnp.NPY_FLOAT32
-        cdef bint split
+        cdef bint halves, helper
         if self.busy:
             return BUSY
         self.busy = True
@@ -1264,16 +1266,23 @@ cdef class Plan:
                 work = cnp.PyArray_DATA(ws)
                 p = self._problem(batch, False)
                 with nogil:
-                    split = (_in_halves(&p, is_float) and _helper_allowed(self.n_cpus)
-                             and self.half_cost[1] <= self.half_cost[0] and tc_split_begin())
-                    if split and is_float:
+                    # In halves wherever a training step of this batch is, the
+                    # helper or not: a BLAS product's rows can round
+                    # differently with the number of rows in the call
+                    # (OpenBLAS's Haswell kernels, past the small-product
+                    # kernel), so predictions would otherwise change with the
+                    # threads.
+                    halves = _in_halves(&p, is_float)
+                    helper = (halves and _helper_allowed(self.n_cpus)
+                              and self.half_cost[1] <= self.half_cost[0] and tc_split_begin())
+                    if halves and is_float:
                         _predict_split(&p, <const float *>(x + start * self.n_in * itemsize),
                                        <float *>params, <float *>work,
-                                       <float *>(y + start * self.n_out * itemsize))
-                    elif split:
+                                       <float *>(y + start * self.n_out * itemsize), not helper)
+                    elif halves:
                         _predict_split(&p, <const double *>(x + start * self.n_in * itemsize),
                                        <double *>params, <double *>work,
-                                       <double *>(y + start * self.n_out * itemsize))
+                                       <double *>(y + start * self.n_out * itemsize), not helper)
                     elif is_float:
                         _predict(&p, <const float *>(x + start * self.n_in * itemsize),
                                  <float *>params, <float *>work,
@@ -1282,7 +1291,7 @@ cdef class Plan:
                         _predict(&p, <const double *>(x + start * self.n_in * itemsize),
                                  <double *>params, <double *>work,
                                  <double *>(y + start * self.n_out * itemsize))
-                    if split:
+                    if helper:
                         tc_split_end()
             return OK
         finally:
