@@ -1,7 +1,8 @@
 """A small model's step in two halves of the batch, with and without the helper thread.
 
-The plan takes a step of a small network (every product in the small-product
-kernel) in two halves of the batch's rows, each through the forward and
+The plan takes a step of a small network (every product on the calling
+thread: in the small-product kernel, or a BLAS call that OpenBLAS keeps to
+one thread) in two halves of the batch's rows, each through the forward and
 backward passes with its own gradient sums, which are then added for the
 update.  With two CPUs and two BLAS threads allowed, the second half may run
 on a helper thread: the arithmetic is the same, so the model trains to the
@@ -23,7 +24,9 @@ from tinycore import _simd
 _plan = _simd.load("_plan")
 
 # 64 x (32*48 + 48*40 + 40*8) = 241,664 multiply-adds: past the split's
-# crossover, and every product small.
+# crossover, every product on the calling thread (all in the small-product
+# kernel but the last layer's forward one, 8 columns wide: a BLAS call
+# small enough that OpenBLAS keeps it on the calling thread).
 SIZES = (32, 48, 40, 8)
 BATCH = 64
 
