@@ -113,10 +113,13 @@ def test_learning_rate_change_takes_effect(rng):
     assert_array_equal(a.param_buffer, b.param_buffer)
 
 
-def test_steady_state_train_step_allocates_nothing(rng):
+@pytest.mark.parametrize("make_optimizer", [lambda: tc.SGD(lr=0.01),
+                                            lambda: tc.Adam(clipnorm=1.0)],
+                         ids=["sgd", "adam"])
+def test_steady_state_train_step_allocates_nothing(make_optimizer, rng):
     model = tc.Sequential([tc.Dense(8, 16, activation="relu"),
                            tc.Dense(16, 3, activation="softmax")], seed=0)
-    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.01))
+    model.compile(loss="cross_entropy", optimizer=make_optimizer())
     X = rng.normal(size=(32, 8)).astype(np.float32)
     y = rng.integers(0, 3, 32)
     for _ in range(10):                                  # warm-up: workspace made

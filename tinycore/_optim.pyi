@@ -1,3 +1,5 @@
+import enum
+
 import numpy as np
 import numpy.typing as npt
 
@@ -17,3 +19,9 @@ def rmsprop_step(lr: float, rho: float, eps: float, momentum: float, grad_scale:
 def adam_step(lr: float, beta1: float, beta2: float, eps: float, l2: float, decay: float,
               t: int, grad_scale: float, param: _Float, grad: _Float, m: _Float,
               v: _Float) -> None: ...
+
+class RuleKind(enum.IntEnum):
+    RULE_SGD = 1
+    RULE_ADAGRAD = 2
+    RULE_RMSPROP = 3
+    RULE_ADAM = 4

@@ -11,8 +11,11 @@ hyper-parameter switches off are multiplications by 1 or additions of 0, which
 are exact (``1*g == g``, ``g + 0*w == g``), so the general loop reproduces the
 special case bit for bit.
 """
+cimport numpy as cnp
 from libc.math cimport fabs, isfinite, pow, sqrt, sqrtf
 from cython cimport floating
+
+cnp.import_array()
 
 # Note on speed: C's sqrt() sets errno for a negative argument, so unless the
 # build passes -fno-math-errno GCC guards every sqrt with a branch to the
@@ -200,6 +203,96 @@ cdef void _adam_step(double lr, double beta1, double beta2, double eps,
         m[i] = b1 * m[i] + one_b1 * g
         v[i] = b2 * v[i] + one_b2 * (g * g)
         param[i] = keep * param[i] - step * (m[i] / (_sqrt(v[i]) / root_bias2 + e))
+
+
+# --- a whole rule, for the fused training plan ----------------------------------
+
+cdef void _apply_rule(const UpdateRule *rule, floating *param, const floating *grad,
+                      Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """The rule's step on elements start <= i < start + n of the buffers: the
+    kernel, and the choice between kernels, that the optimizer's own step()
+    makes for the whole buffer, so that the two give the same bits."""
+    cdef floating *s0 = <floating *>rule.state0 + start if rule.state0 != NULL else NULL
+    cdef floating *s1 = <floating *>rule.state1 + start if rule.state1 != NULL else NULL
+    param = param + start
+    grad = grad + start
+    if rule.kind == RULE_SGD:
+        if rule.momentum > 0.0:
+            _sgd_momentum_step(rule.lr, rule.momentum, rule.nesterov, rule.weight_decay,
+                               rule.grad_scale, param, grad, s0, n)
+        elif rule.weight_decay == 0.0 and rule.grad_scale == 1.0:
+            _sgd_update(rule.lr, param, grad, n)
+        else:
+            _sgd_step(rule.lr, rule.weight_decay, rule.grad_scale, param, grad, n)
+    elif rule.kind == RULE_ADAGRAD:
+        _adagrad_step(rule.lr, rule.eps, rule.grad_scale, param, grad, s0, n)
+    elif rule.kind == RULE_RMSPROP:
+        if rule.momentum > 0.0:
+            _rmsprop_momentum_step(rule.lr, rule.rho, rule.eps, rule.momentum,
+                                   rule.grad_scale, param, grad, s0, s1, n)
+        else:
+            _rmsprop_step(rule.lr, rule.rho, rule.eps, rule.grad_scale, param, grad, s0, n)
+    else:
+        _adam_step(rule.lr, rule.beta1, rule.beta2, rule.eps, rule.weight_decay,
+                   rule.decay, rule.t, rule.grad_scale, param, grad, s0, s1, n)
+
+
+cdef void _set_grad_scale(UpdateRule *rule, const floating *grad, Py_ssize_t n) noexcept nogil:
+    # Optimizer._grad_scale, in the same double arithmetic: clipnorm / ||g||
+    # where the norm exceeds clipnorm, else 1 (a NaN norm exceeds nothing).
+    cdef double norm
+    rule.grad_scale = 1.0
+    if rule.clipnorm > 0.0:
+        norm = _global_norm(grad, n)
+        if norm > rule.clipnorm:
+            rule.grad_scale = rule.clipnorm / norm
+
+
+cdef void *_state_buffer(object array, int typenum, Py_ssize_t n, str what,
+                         bint required) except? NULL:
+    # A state buffer's data, after the checks the kernels rely on (they have
+    # no bounds checks): NULL for None where the rule does not need one.
+    cdef cnp.ndarray arr
+    if array is None and not required:
+        return NULL
+    if not cnp.PyArray_Check(array):
+        raise TypeError(f"the optimizer's {what} buffer must be a numpy array, "
+                        f"got {type(array).__name__}")
+    arr = <cnp.ndarray>array
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != 1
+            or cnp.PyArray_DIM(arr, 0) != n or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr) or not cnp.PyArray_ISWRITEABLE(arr)):
+        raise ValueError(f"the optimizer's {what} buffer must be a writeable, contiguous "
+                         f"1-D array of the model's {n} parameters in its dtype, got "
+                         f"{(<object>arr).shape} {(<object>arr).dtype}")
+    return cnp.PyArray_DATA(arr)
+
+
+cdef int _read_rule(tuple rule, int typenum, Py_ssize_t n, UpdateRule *out) except -1:
+    """Fill ``out`` from the tuple Optimizer._plan_rule() returns:
+
+        (kind, lr, momentum, nesterov, weight_decay, decay, rho, beta1, beta2,
+         eps, t, clipnorm, state0, state1)
+
+    for a model of n parameters of NumPy type ``typenum``.  The optimizer
+    has validated its hyper-parameters; this checks what the kernels could
+    not survive: the kind, the step number and the state buffers."""
+    cdef object state0, state1
+    if len(rule) != 14:
+        raise ValueError(f"an update rule has 14 fields, got {len(rule)}")
+    (out.kind, out.lr, out.momentum, out.nesterov, out.weight_decay, out.decay, out.rho,
+     out.beta1, out.beta2, out.eps, out.t, out.clipnorm, state0, state1) = rule
+    if out.kind < RULE_SGD or out.kind > RULE_ADAM:
+        raise ValueError(f"unknown update rule {<int>out.kind}")
+    if out.kind == RULE_ADAM and out.t < 1:
+        raise ValueError(f"Adam's step number t counts from 1, got {out.t}")
+    out.grad_scale = 1.0
+    out.state0 = _state_buffer(state0, typenum, n, "first state",
+                               out.kind != RULE_SGD or out.momentum > 0.0)
+    out.state1 = _state_buffer(state1, typenum, n, "second state",
+                               out.kind == RULE_ADAM
+                               or (out.kind == RULE_RMSPROP and out.momentum > 0.0))
+    return 0
 
 
 # --- Python wrappers over 1-D memoryviews ------------------------------------------

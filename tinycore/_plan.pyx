@@ -9,7 +9,8 @@ keeps it; a training step then runs
     loss         value, and dZ_L (fused with softmax / sigmoid where it applies)
     backward     dW_l = A_{l-1}^T dZ_l,  db_l = colsum(dZ_l),
                  dZ_{l-1} = (dZ_l W_l^T) * act'(A_{l-1}),
-                 then the update of layer l (its W_l is no longer needed)
+                 then the optimizer's update of layer l (its W_l is no
+                 longer needed): SGD, momentum, Adagrad, RMSProp, Adam
 
 in one nogil function, allocating nothing.  The same kernels as the per-layer
 API (``_dense``, ``_activations``, ``_losses``, ``_optim``) do the work.
@@ -37,7 +38,7 @@ from ._losses cimport (
     _sigmoid_binary_cross_entropy, _softmax_cross_entropy_labels,
     _softmax_cross_entropy_rows, _squared_error_sum,
 )
-from ._optim cimport _sgd_update
+from ._optim cimport RULE_SGD, UpdateRule, _apply_rule, _read_rule, _set_grad_scale
 
 cnp.import_array()
 
@@ -193,13 +194,13 @@ cdef inline floating *_rows_scratch(const Problem *p, floating *ws, Py_ssize_t c
 
 
 cdef void _backward_and_update(const Problem *p, const floating *x, floating *params,
-                               floating *grads, floating *ws, double lr, bint update,
+                               floating *grads, floating *ws, const UpdateRule *rule,
                                Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """Backpropagation through rows r0 <= i < r1 of the batch (all of it, or
     one half of a split step), from their dZ of the last layer, which
     :func:`_output_gradient` left in the rows' part of the first scratch
     buffer: into ``grads`` the dW and db of those rows (the sums over them),
-    and with ``update`` each layer's SGD update as soon as its gradients
+    and unless ``rule`` is NULL each layer's update as soon as its gradients
     are final."""
     cdef int l
     cdef const LayerSpec *layer
@@ -227,10 +228,9 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
                   0.0, dx, layer.n_in)
             _activation_backward(below.activation, below.alpha, inp, dx, dx,
                                  rows, layer.n_in)
-        if update:
+        if rule != NULL:
             # This layer's gradients are final and its W is no longer needed.
-            _sgd_update(lr, params + layer.w_offset, grads + layer.w_offset,
-                        layer.n_params)
+            _apply_rule(rule, params, grads, layer.w_offset, layer.n_params)
         swap = dz
         dz = dx
         dx = swap
@@ -285,22 +285,34 @@ cdef int _first_non_finite_layer(const Problem *p, double value, const floating 
     return -1
 
 
-cdef void _guarded_update(const Problem *p, double value, floating *params,
-                          const floating *grads, const floating *ws, double lr,
-                          bint update, int *bad_layer) noexcept nogil:
-    # A guarded step's update: one pass, only if every gradient is finite
-    # (bad_layer names where one is not).
-    bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
-    if bad_layer[0] < 0 and update:
-        _sgd_update(lr, params, grads, p.n_params)
+cdef inline bint _update_after_backward(const UpdateRule *rule, bint guard) noexcept nogil:
+    # Whether the update waits for every gradient: the guard checks them all
+    # first, and clipping needs their global norm.
+    return guard or (rule != NULL and rule.clipnorm > 0)
+
+
+cdef void _final_update(const Problem *p, double value, floating *params,
+                        const floating *grads, const floating *ws, UpdateRule *rule,
+                        bint guard, int *bad_layer) noexcept nogil:
+    # The update of a step whose gradients are all final: one pass over the
+    # parameters, with ``guard`` only if every gradient is finite (bad_layer
+    # names where one is not), with clipping scaled by their norm.
+    if guard:
+        bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
+        if bad_layer[0] >= 0:
+            return
+    if rule != NULL:
+        _set_grad_scale(rule, grads, p.n_params)
+        _apply_rule(rule, params, grads, 0, p.n_params)
 
 
 cdef double _train(const Problem *p, const floating *x, const floating *target,
                    const int64_t *labels, floating *params, floating *grads,
-                   floating *ws, double lr, bint update, bint count, bint guard,
+                   floating *ws, UpdateRule *rule, bint count, bint guard,
                    Py_ssize_t *n_correct, int *bad_layer) noexcept nogil:
-    """One step.  No update if the loss is not finite; with ``guard``, none
-    unless every gradient is finite too (``bad_layer`` then names where)."""
+    """One step, updated by ``rule`` (none if NULL).  No update if the loss
+    is not finite; with ``guard``, none unless every gradient is finite too
+    (``bad_layer`` then names where)."""
     cdef double value
     _forward(p, x, params, ws, True, 0, p.batch)
     value = _output_gradient(p, target, labels, ws, 0, p.batch,
@@ -314,12 +326,12 @@ cdef double _train(const Problem *p, const floating *x, const floating *target,
         # the guard.
         bad_layer[0] = _first_non_finite_layer(p, value, grads, ws)
         return value
-    if not guard:
-        _backward_and_update(p, x, params, grads, ws, lr, update, 0, p.batch)
+    if not _update_after_backward(rule, guard):
+        _backward_and_update(p, x, params, grads, ws, rule, 0, p.batch)
         return value
-    # Guarded: all gradients first, then the check, then one update pass.
-    _backward_and_update(p, x, params, grads, ws, lr, False, 0, p.batch)
-    _guarded_update(p, value, params, grads, ws, lr, update, bad_layer)
+    # All gradients first, then the check or the norm, then one update pass.
+    _backward_and_update(p, x, params, grads, ws, NULL, 0, p.batch)
+    _final_update(p, value, params, grads, ws, rule, guard, bad_layer)
     return value
 
 
@@ -586,9 +598,8 @@ cdef struct SplitJob:
     void *partial           # chunk 1's gradients, n_params (training only)
     void *ws
     void *out               # predict: the outputs' rows (NULL in training)
-    double lr
     bint training
-    bint update             # the SGD update in the summing phase
+    const UpdateRule *rule  # the update in the summing phase, or NULL
     bint alone              # both chunks on the calling thread
     int phase
     double loss[2]          # each chunk's share of the loss
@@ -651,18 +662,16 @@ cdef inline bint _helper_allowed(int n_cpus) noexcept nogil:
     return n_cpus >= 2 and _blas_threads() >= 2
 
 
-cdef void _sum_and_update(floating *params, floating *grads, const floating *partial,
-                          Py_ssize_t n, double lr, bint update) noexcept nogil:
-    # grads += partial, then (with update) params -= lr * grads, in one pass.
+cdef void _sum_and_update(const UpdateRule *rule, floating *params, floating *grads,
+                          const floating *partial, Py_ssize_t start,
+                          Py_ssize_t n) noexcept nogil:
+    # grads += partial over elements start <= i < start + n, then (unless
+    # rule is NULL) the update of those elements.
     cdef Py_ssize_t i
-    cdef floating step = <floating>lr
-    if update:
-        for i in range(n):
-            grads[i] = grads[i] + partial[i]
-            params[i] -= step * grads[i]
-    else:
-        for i in range(n):
-            grads[i] = grads[i] + partial[i]
+    for i in range(start, start + n):
+        grads[i] = grads[i] + partial[i]
+    if rule != NULL:
+        _apply_rule(rule, params, grads, start, n)
 
 
 cdef void _chunk(SplitJob *job, const floating *x, const floating *target,
@@ -674,8 +683,7 @@ cdef void _chunk(SplitJob *job, const floating *x, const floating *target,
     cdef double value
     if job.phase == PHASE_SUM:
         _chunk_range(p.n_params, _PARAM_ALIGN, chunk, &start, &stop)
-        _sum_and_update(params + start, grads + start, partial + start, stop - start,
-                        job.lr, job.update)
+        _sum_and_update(job.rule, params, grads, partial, start, stop - start)
         return
     _chunk_range(p.batch, _ROW_ALIGN, chunk, &start, &stop)
     job.loss[chunk] = 0.0
@@ -690,7 +698,7 @@ cdef void _chunk(SplitJob *job, const floating *x, const floating *target,
     job.loss[chunk] = value
     if value - value == 0:
         _backward_and_update(p, x, params, grads if chunk == 0 else partial, ws,
-                             0.0, False, start, stop)
+                             NULL, start, stop)
 
 
 cdef void _run_chunk(void *job_ptr, int chunk) noexcept nogil:
@@ -726,21 +734,21 @@ cdef void _start_job(SplitJob *job, const Problem *p, const floating *x,
     job.grads = NULL
     job.partial = NULL
     job.out = NULL
-    job.lr = 0.0
     job.training = False
-    job.update = False
+    job.rule = NULL
 
 
 cdef double _train_split(const Problem *p, const floating *x, const floating *target,
                          const int64_t *labels, floating *params, floating *grads,
-                         floating *partial, floating *ws, double lr, bint update,
+                         floating *partial, floating *ws, UpdateRule *rule,
                          bint count, bint guard, Py_ssize_t *n_correct,
                          int *bad_layer, bint alone) noexcept nogil:
     """:func:`_train` in two halves of the batch, on the helper thread and
     this one (the caller holds the helper), or both here if ``alone``: each
     half's rows go through the forward and backward passes with their own
     gradient sums (``partial`` holds the second half's); then the two are
-    added for each half of the parameters, which are updated."""
+    added for each half of the parameters, which are updated by ``rule``
+    (none if NULL)."""
     cdef SplitJob job
     cdef double value
     _start_job(&job, p, x, params, ws, alone)
@@ -748,9 +756,8 @@ cdef double _train_split(const Problem *p, const floating *x, const floating *ta
     job.labels = labels
     job.grads = grads
     job.partial = partial
-    job.lr = lr
     job.training = True
-    job.update = update and not guard
+    job.rule = NULL if _update_after_backward(rule, guard) else rule
     job.phase = PHASE_ROWS
     _run_phase(&job)
     value = job.loss[0] + job.loss[1]
@@ -761,8 +768,8 @@ cdef double _train_split(const Problem *p, const floating *x, const floating *ta
         return value
     job.phase = PHASE_SUM
     _run_phase(&job)
-    if guard:
-        _guarded_update(p, value, params, grads, ws, lr, update, bad_layer)
+    if _update_after_backward(rule, guard):
+        _final_update(p, value, params, grads, ws, rule, guard, bad_layer)
     return value
 
 
@@ -839,7 +846,7 @@ cdef void _accumulate_stats(const Problem *p, bint is_float, const void *params,
                             const void *grads, const void *work, double lr,
                             double *sums, double *counts) noexcept nogil:
     """Add the step's per-layer statistics to the running sums (see
-    ``Plan.set_tracking``); ``lr`` < 0 when the plan did not update."""
+    ``Plan.set_tracking``); ``lr`` < 0 unless the plan applied plain SGD."""
     cdef double stats[3]
     cdef int l
     for l in range(p.n_layers):
@@ -1083,15 +1090,23 @@ cdef class Plan:
         """Free the cached workspaces (they are re-made on the next call)."""
         self.workspaces.clear()
 
-    def train_step(self, X, y, double lr, bint update, bint count=False, bint guard=False):
+    def train_step(self, X, y, double lr, bint update, bint count=False, bint guard=False,
+                   tuple rule=None):
         """One step on a batch already in the plan's exact form.
+
+        With ``update``, the step ends with the optimizer's update, applied
+        here: ``rule`` (what ``Optimizer._plan_rule()`` returns), or plain
+        SGD at ``lr`` if ``rule`` is None.  Without, the gradients are left
+        for the optimizer's own step().
 
         Returns a :class:`Status`; the loss is then in ``last_loss`` (and the
         number of correct predictions in ``last_correct`` if ``count``).
         Arrays in another form give ``NEEDS_CONVERSION`` and are not touched.
         A non-finite loss, and with ``guard`` a non-finite gradient, gives
-        ``DIVERGED`` and leaves the parameters as they were.
+        ``DIVERGED`` and leaves the parameters (and the optimizer's state)
+        as they were.
         """
+        cdef UpdateRule update_rule
         cdef Py_ssize_t batch, n_target
         cdef bint has_labels
         if not _is_exact(X, self.typenum, -1, 2, self.n_in):
@@ -1100,18 +1115,32 @@ cdef class Plan:
         has_labels = self.loss_kind == LOSS_CE and _is_exact(y, cnp.NPY_INT64, batch, 1, 0)
         if not has_labels and not _is_exact(y, self.typenum, batch, 2, self.n_out):
             return NEEDS_CONVERSION
+        self._rule(lr, update, rule, &update_rule)
         if self.busy:
             return BUSY
         self.busy = True
         try:
-            return self._checked_step(<cnp.ndarray>X, <cnp.ndarray>y, batch,
-                                      has_labels, lr, update, count, guard)
+            return self._checked_step(<cnp.ndarray>X, <cnp.ndarray>y, batch, has_labels,
+                                      &update_rule if update else NULL, count, guard)
         finally:
             self.busy = False
 
+    cdef int _rule(self, double lr, bint update, tuple rule, UpdateRule *out) except -1:
+        # The step's update rule: plain SGD at lr unless ``rule`` says another.
+        if not update:
+            return 0
+        if rule is not None:
+            return _read_rule(rule, self.typenum, self.n_params, out)
+        out.kind = RULE_SGD
+        out.lr = lr
+        out.momentum = out.weight_decay = out.clipnorm = 0.0
+        out.nesterov = False
+        out.grad_scale = 1.0
+        out.state0 = out.state1 = NULL
+        return 0
+
     cdef int _checked_step(self, cnp.ndarray X, cnp.ndarray y, Py_ssize_t batch,
-                           bint has_labels, double lr, bint update, bint count,
-                           bint guard):
+                           bint has_labels, UpdateRule *rule, bint count, bint guard):
         cdef cnp.ndarray ws = self._workspace(batch)
         cdef Problem p = self._problem(batch, has_labels)
         cdef void *x = cnp.PyArray_DATA(X)
@@ -1142,10 +1171,10 @@ cdef class Plan:
             return NOT_FINITE_INPUT
         if not t_ok:
             return LABEL_OUT_OF_RANGE if has_labels else NOT_FINITE_TARGET
-        return self._run(&p, x, t, ws, lr, update, count, guard)
+        return self._run(&p, x, t, ws, rule, count, guard)
 
     cdef int _run(self, const Problem *p, const void *x, const void *t,
-                  cnp.ndarray ws, double lr, bint update, bint count, bint guard):
+                  cnp.ndarray ws, UpdateRule *rule, bint count, bint guard):
         cdef void *params = cnp.PyArray_DATA(self.params)
         cdef void *grads = cnp.PyArray_DATA(self.grads)
         cdef void *work = cnp.PyArray_DATA(ws)
@@ -1162,6 +1191,12 @@ cdef class Plan:
         cdef bint helper = allowed and self._helper_pays(p.batch)
         cdef void *partial = NULL
         cdef unsigned long long started = 0
+        # The update ratio lr ||dW|| / ||W|| of the tracked statistics holds
+        # for plain SGD only (-1: not measured here).
+        cdef double sgd_lr = -1.0
+        if (rule != NULL and rule.kind == RULE_SGD and rule.momentum == 0.0
+                and rule.weight_decay == 0.0 and rule.clipnorm == 0.0):
+            sgd_lr = rule.lr
         if halves:
             if self.partial_grads is None:
                 # Once per plan: the second half's gradient sums.
@@ -1173,28 +1208,27 @@ cdef class Plan:
             if halves and is_float:
                 value = _train_split(p, <const float *>x, <const float *>t, labels,
                                      <float *>params, <float *>grads, <float *>partial,
-                                     <float *>work, lr, update, count, guard,
+                                     <float *>work, rule, count, guard,
                                      &n_correct, &bad_layer, not helper)
             elif halves:
                 value = _train_split(p, <const double *>x, <const double *>t, labels,
                                      <double *>params, <double *>grads, <double *>partial,
-                                     <double *>work, lr, update, count, guard,
+                                     <double *>work, rule, count, guard,
                                      &n_correct, &bad_layer, not helper)
             elif is_float:
                 value = _train(p, <const float *>x, <const float *>t, labels,
                                <float *>params, <float *>grads, <float *>work,
-                               lr, update, count, guard, &n_correct, &bad_layer)
+                               rule, count, guard, &n_correct, &bad_layer)
             else:
                 value = _train(p, <const double *>x, <const double *>t, labels,
                                <double *>params, <double *>grads, <double *>work,
-                               lr, update, count, guard, &n_correct, &bad_layer)
+                               rule, count, guard, &n_correct, &bad_layer)
             if helper:
                 tc_split_end()
             started = tc_now_ns() - started
             if tracking and bad_layer < 0:
                 # In the same GIL-free stretch: tracking adds no call.
-                _accumulate_stats(p, is_float, params, grads, work,
-                                  lr if update else -1.0, sums, counts)
+                _accumulate_stats(p, is_float, params, grads, work, sgd_lr, sums, counts)
         if allowed:
             self._record_half_cost(helper, <double>started)
         self.last_loss = value
@@ -1204,8 +1238,10 @@ cdef class Plan:
         return DIVERGED if bad_layer >= 0 else OK
 
     def train_rows(self, cnp.ndarray X, cnp.ndarray y, cnp.ndarray rows,
-                   double lr, bint update, bint count=False, bint guard=False):
-        """One step on the rows ``rows`` (int64) of a validated data set (X, y).
+                   double lr, bint update, bint count=False, bint guard=False,
+                   tuple rule=None):
+        """One step on the rows ``rows`` (int64) of a validated data set (X, y),
+        updated as :meth:`train_step` says.
 
         The rows are copied into the workspace first, so a shuffled epoch
         needs no fancy indexing and allocates nothing.  X and y must be in the
@@ -1222,6 +1258,8 @@ cdef class Plan:
         cdef char *work
         cdef char *x_rows
         cdef char *t_rows
+        cdef UpdateRule update_rule
+        self._rule(lr, update, rule, &update_rule)
         if self.busy:
             return BUSY
         self.busy = True
@@ -1238,7 +1276,8 @@ cdef class Plan:
                              x_row_bytes, x_rows)
                 _gather_rows(<const char *>cnp.PyArray_DATA(y), row_ptr, batch,
                              t_row_bytes, t_rows)
-            return self._run(&p, x_rows, t_rows, ws, lr, update, count, guard)
+            return self._run(&p, x_rows, t_rows, ws, &update_rule if update else NULL,
+                             count, guard)
         finally:
             self.busy = False
 

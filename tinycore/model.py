@@ -125,6 +125,7 @@ class Sequential:
         self.loss: losses.Loss | None = None
         self._optimizer: optimizers.Optimizer | None = None
         self._sgd_fusable = False
+        self._plan_steps = False
         self._plan = None
         self._lock = threading.RLock()
         #: Set to True (by a callback) to end fit() after the current batch.
@@ -286,11 +287,13 @@ class Sequential:
     @optimizer.setter
     def optimizer(self, optimizer) -> None:
         self._optimizer = optimizer
-        # Whether the plan may apply the update itself: plain tc.SGD, not a
-        # subclass with its own step or rule (checked once, not every step).
+        # Whether the plan may take the optimizer's steps itself: one of
+        # tinycore's rules, not a subclass with its own step or rule; and
+        # whether the rule is tc.SGD's, whose plain form (w -= lr * g) has a
+        # faster way in (checked once, not every step).
         kind = type(optimizer)
-        self._sgd_fusable = (getattr(kind, "_update", None) is optimizers.SGD._update
-                             and getattr(kind, "step", None) is optimizers.SGD.step)
+        self._plan_steps = optimizers._plan_can_step(kind)
+        self._sgd_fusable = self._plan_steps and kind._update is optimizers.SGD._update
 
     def _make_plan(self):
         """The fused training plan for this model and loss, or None if the
@@ -344,31 +347,44 @@ class Sequential:
             X, y = self._check_data(X, y)
             return self._train_batch(X, y, check_finite)[0]
         lr = self._plan_lr()
-        in_plan = lr is not None
-        status = plan.train_step(X, y, lr if in_plan else 0.0, in_plan, False, check_finite)
-        if status != _OK and status != _DIVERGED:
-            # Not in the exact form, or a check in the kernel failed: the full
-            # validation converts, or raises the error that explains why.
-            self._raise_if_busy(status)
-            X, y = self._check_data(X, y)
-            status = plan.train_step(X, y, lr if in_plan else 0.0, in_plan, False,
-                                     check_finite)
-            self._raise_if_busy(status)
-        if status == _DIVERGED:
-            raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
+        rule = self._plan_rule() if lr is None else None
+        in_plan = lr is not None or rule is not None
+        try:
+            status = plan.train_step(X, y, lr or 0.0, in_plan, False, check_finite, rule)
+            if status != _OK and status != _DIVERGED:
+                # Not in the exact form, or a check in the kernel failed: the
+                # full validation converts, or raises the error that explains why.
+                self._raise_if_busy(status)
+                X, y = self._check_data(X, y)
+                status = plan.train_step(X, y, lr or 0.0, in_plan, False, check_finite,
+                                         rule)
+                self._raise_if_busy(status)
+            if status == _DIVERGED:
+                raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
+        except BaseException:
+            if rule is not None:
+                self.optimizer._forget_untaken_step()
+            raise
         self._finish_step(in_plan)
         return plan.last_loss
 
     def _plan_lr(self):
-        """The learning rate if the plan applies the optimizer's step itself,
-        fused into the backward pass (plain SGD: w -= lr * g), else None."""
+        """The learning rate if the optimizer's next step is plain SGD
+        (w -= lr * g), which the plan applies itself, else None."""
         if not self._sgd_fusable:
             return None          # another rule, or a subclass with its own step
         return self.optimizer._plan_sgd_lr()
 
+    def _plan_rule(self):
+        """The optimizer's next step as a rule the plan applies itself (see
+        Optimizer._plan_rule), or None if only its step() can take it."""
+        if not self._plan_steps:
+            return None
+        return self.optimizer._plan_rule(self._params, self._grads)
+
     def _finish_step(self, in_plan: bool) -> None:
-        # After the plan's forward and backward: count the fused SGD step,
-        # or let the optimizer update from the gradients the plan left.
+        # After the plan's forward and backward: count the step the plan
+        # took, or let the optimizer update from the gradients it left.
         if in_plan:
             self.optimizer.iterations += 1
         else:
@@ -478,12 +494,18 @@ class Sequential:
             value, out = self._train_batch(X_batch, y_batch, True)
             return value, (_count_correct(self.loss, out, y_batch) if classification else 0)
         lr = self._plan_lr()
-        in_plan = lr is not None
-        status = plan.train_rows(X, y, rows, lr if in_plan else 0.0, in_plan,
-                                 classification, True)
-        self._raise_if_busy(status)
-        if status == _DIVERGED:
-            raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
+        rule = self._plan_rule() if lr is None else None
+        in_plan = lr is not None or rule is not None
+        try:
+            status = plan.train_rows(X, y, rows, lr or 0.0, in_plan, classification, True,
+                                     rule)
+            self._raise_if_busy(status)
+            if status == _DIVERGED:
+                raise TrainingDivergedError(plan.last_bad_layer, plan.last_loss)
+        except BaseException:
+            if rule is not None:
+                self.optimizer._forget_untaken_step()
+            raise
         self._finish_step(in_plan)
         return plan.last_loss, plan.last_correct
 

@@ -23,6 +23,12 @@ from tinycore.schedules import LearningRateSchedule, deserialize, serialize
 
 _optim = _simd.load("_optim")
 
+# The update rules the compiled plan applies itself (see Optimizer._plan_rule).
+_RULE_SGD = int(_optim.RuleKind.RULE_SGD)
+_RULE_ADAGRAD = int(_optim.RuleKind.RULE_ADAGRAD)
+_RULE_RMSPROP = int(_optim.RuleKind.RULE_RMSPROP)
+_RULE_ADAM = int(_optim.RuleKind.RULE_ADAM)
+
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "AdamW", "OPTIMIZERS", "get",
            "from_state_dict"]
 
@@ -163,6 +169,13 @@ class Optimizer:
                 "optimizer for another model"
             )
 
+    def _bind_model(self, params, grads) -> None:
+        """:meth:`_bind` for a model's own buffers, which are valid by
+        construction: past the first step, only the binding is checked (the
+        full check costs more than a small model's step)."""
+        if self._size is None or params.size != self._size or params.dtype != self._dtype:
+            self._bind(params, grads)
+
     def _update(self, params: np.ndarray, grads: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -211,6 +224,27 @@ class Optimizer:
         :attr:`iterations`, as :meth:`step` does.
         """
         return None
+
+    def _plan_rule(self, params: np.ndarray, grads: np.ndarray) -> tuple | None:
+        """The next step as the compiled training plan applies it itself,
+        layer by layer inside its one call (see ``_plan_rule_tuple``), or
+        None if only :meth:`step` can take it.
+
+        Binds the optimizer to the buffers and makes its state, as step()
+        does.  A caller that has the plan take the step must then add 1 to
+        :attr:`iterations` as step() does, or, if the plan took no step,
+        call :meth:`_forget_untaken_step`.
+        """
+        return None
+
+    def _forget_untaken_step(self) -> None:
+        """Drop the state :meth:`_plan_rule` made for a first step that the
+        plan did not take (it diverged, or the batch was refused): an
+        optimizer that has taken no step holds no state (see
+        :meth:`load_state_dict`).  Past the first step the plan leaves the
+        state as it was."""
+        if self.iterations == 0:
+            self._state = {}
 
     def _check_hyper_parameters(self) -> None:
         """Constraints between hyper-parameters (each one is checked on assignment)."""
@@ -318,6 +352,18 @@ class Optimizer:
         return f"{type(self).__name__}({arguments})"
 
 
+def _plan_rule_tuple(kind, lr: float, *, momentum=0.0, nesterov=False, weight_decay=0.0,
+                     decay=1.0, rho=0.0, beta1=0.0, beta2=0.0, eps=0.0, t=0, clipnorm=None,
+                     state0=None, state1=None) -> tuple:
+    """An update rule in the form the compiled plan reads (``_optim._read_rule``).
+
+    ``kind`` is one of the ``_RULE_*`` codes; the fields a rule does not use
+    keep their defaults, and ``clipnorm=None`` (never clip) is sent as 0.
+    """
+    return (kind, lr, momentum, nesterov, weight_decay, decay, rho, beta1, beta2, eps,
+            t, 0.0 if clipnorm is None else clipnorm, state0, state1)
+
+
 def _check_keys(mapping: dict, expected: set, what: str) -> None:
     missing, unexpected = expected - set(mapping), set(mapping) - expected
     if missing or unexpected:
@@ -392,6 +438,13 @@ class SGD(Optimizer):
         lr = self._lr
         return lr if type(lr) is float else self.current_lr()
 
+    def _plan_rule(self, params, grads) -> tuple:
+        self._bind_model(params, grads)
+        buf = self._buffer("momentum", params) if self._momentum > 0.0 else None
+        return _plan_rule_tuple(_RULE_SGD, self.current_lr(), momentum=self._momentum,
+                                nesterov=self._nesterov, weight_decay=self._weight_decay,
+                                clipnorm=self._clipnorm, state0=buf)
+
     def _update(self, params, grads) -> None:
         lr = self.current_lr()
         scale = self._grad_scale(grads)
@@ -443,6 +496,12 @@ class Adagrad(Optimizer):
 
     def _required_state(self) -> set[str]:
         return {"sum_sq"}
+
+    def _plan_rule(self, params, grads) -> tuple:
+        self._bind_model(params, grads)
+        return _plan_rule_tuple(_RULE_ADAGRAD, self.current_lr(), eps=self._eps,
+                                clipnorm=self._clipnorm,
+                                state0=self._buffer("sum_sq", params))
 
     def _update(self, params, grads) -> None:
         _optim.adagrad_step(self.current_lr(), self._eps, self._grad_scale(grads),
@@ -501,6 +560,14 @@ class RMSProp(Optimizer):
 
     def _required_state(self) -> set[str]:
         return {"sq_avg"}
+
+    def _plan_rule(self, params, grads) -> tuple:
+        self._bind_model(params, grads)
+        buf = self._buffer("momentum", params) if self._momentum > 0.0 else None
+        return _plan_rule_tuple(_RULE_RMSPROP, self.current_lr(), rho=self._rho,
+                                eps=self._eps, momentum=self._momentum,
+                                clipnorm=self._clipnorm,
+                                state0=self._buffer("sq_avg", params), state1=buf)
 
     def _update(self, params, grads) -> None:
         buf = self._buffer("momentum", params) if self._momentum > 0.0 else None
@@ -569,6 +636,16 @@ class Adam(Optimizer):
         """(L2 coefficient added to the gradient, factor applied to w first)."""
         return self._weight_decay, 1.0
 
+    def _plan_rule(self, params, grads) -> tuple:
+        self._bind_model(params, grads)
+        lr = self.current_lr()
+        l2, decay = self._decay(lr)
+        return _plan_rule_tuple(_RULE_ADAM, lr, weight_decay=l2, decay=decay,
+                                beta1=self._beta1, beta2=self._beta2, eps=self._eps,
+                                t=self.iterations + 1, clipnorm=self._clipnorm,
+                                state0=self._buffer("m", params),
+                                state1=self._buffer("v", params))
+
     def _update(self, params, grads) -> None:
         lr = self.current_lr()
         l2, decay = self._decay(lr)
@@ -611,6 +688,23 @@ class AdamW(Adam):
     def _decay(self, lr: float) -> tuple[float, float]:
         return 0.0, 1.0 - lr * self._weight_decay
 
+
+def _plan_can_step(optimizer_class) -> bool:
+    """Whether the compiled plan may take this class's steps itself (through
+    :meth:`Optimizer._plan_rule`): its step() and its rule are those of one
+    of tinycore's optimizers, not a subclass's own.  (Hooks the rule calls,
+    such as current_lr or _decay, may be overridden: _plan_rule calls them
+    too.)"""
+    update = getattr(optimizer_class, "_update", None)
+    return (getattr(optimizer_class, "step", None) is Optimizer.step
+            and getattr(optimizer_class, "_grad_scale", None) is Optimizer._grad_scale
+            and update in _PLAN_RULES
+            and getattr(optimizer_class, "_plan_rule", None) is _PLAN_RULES[update])
+
+
+# Each built-in rule's _update and the _plan_rule that takes the same step.
+_PLAN_RULES = {cls.__dict__["_update"]: cls.__dict__["_plan_rule"]
+               for cls in (SGD, Adagrad, RMSProp, Adam)}
 
 #: Optimizer name -> class, for ``compile(optimizer="adam")``.
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam,
