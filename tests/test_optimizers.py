@@ -635,8 +635,9 @@ def test_small_network_learns(make, dtype):
                          ids=["sgd-momentum", "sgd-weight_decay", "sgd-clipnorm",
                               "sgd-schedule", "adam", "rmsprop", "adamw"])
 def test_train_step_applies_the_whole_rule(make, rng):
-    # Only plain SGD is fused into the compiled plan; every other rule (and a
-    # schedule's changing lr) must reach the weights exactly as step() would.
+    # The compiled plan takes every rule's step itself (a schedule's changing
+    # lr included): against step() on the per-layer gradients of the textbook
+    # backward pass, worked by hand.
     X, y = rng.normal(size=(10, 5)), rng.normal(size=(10, 3))
     trained = model_for("float64")
     trained.compile(loss="mse", optimizer=make())

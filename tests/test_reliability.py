@@ -225,6 +225,8 @@ class _SlowFirstStepAdam(tc.Adam):
 # (a per-model lock around train_step/fit/predict): for any optimizer but
 # plain SGD, optimizer.step() ran after the plan had released its busy flag,
 # so a second thread's step was accepted and mixed gradients into the update.
+# (The plan now takes the built-in rules' steps itself; an optimizer with its
+# own _update, as here, still steps after it.)
 def test_one_model_from_two_threads_non_sgd_optimizer_raises():
     X, y = _big_problem()
     model = tc.Sequential([tc.Dense(64, 10, activation="softmax")], dtype="float64", seed=0)
