@@ -151,6 +151,25 @@ def test_a_subclass_with_its_own_rule_takes_its_own_steps(rng):
     assert not np.array_equal(halved.param_buffer, plain.param_buffer)
 
 
+def test_a_subclass_with_its_own_hooks_is_stepped_by_the_plan_through_them(rng):
+    class HalfDecayAdamW(tc.AdamW):
+        # A hook the rule calls (as current_lr is): the plan honours it.
+        def _decay(self, lr):
+            return 0.0, 1.0 - 0.5 * lr * self.weight_decay
+
+    fused = _model((5, 7, 4), "float64", HalfDecayAdamW(lr=0.01, weight_decay=0.1))
+    reference = _model((5, 7, 4), "float64",
+                       _stepping_twin(HalfDecayAdamW(lr=0.01, weight_decay=0.1)))
+    adamw = _model((5, 7, 4), "float64", tc.AdamW(lr=0.01, weight_decay=0.1))
+    assert fused._plan_steps and not reference._plan_steps
+    X, y = _data(rng, (5, 7, 4), 9, "float64")
+    for model in (fused, reference, adamw):
+        for _ in range(3):
+            model.train_step(X, y)
+    _assert_same_state(fused, reference)
+    assert not np.array_equal(fused.param_buffer, adamw.param_buffer)
+
+
 def test_a_first_step_that_diverges_leaves_the_optimizer_unstepped(rng):
     model = _model((5, 7, 4), "float32", tc.Adam(lr=0.01), hidden="relu")
     X, y = _data(rng, (5, 7, 4), 9, "float32")

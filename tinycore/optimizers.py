@@ -696,15 +696,16 @@ def _plan_can_step(optimizer_class) -> bool:
     such as current_lr or _decay, may be overridden: _plan_rule calls them
     too.)"""
     update = getattr(optimizer_class, "_update", None)
+    plan_rule = getattr(optimizer_class, "_plan_rule", None)
     return (getattr(optimizer_class, "step", None) is Optimizer.step
             and getattr(optimizer_class, "_grad_scale", None) is Optimizer._grad_scale
-            and update in _PLAN_RULES
-            and getattr(optimizer_class, "_plan_rule", None) is _PLAN_RULES[update])
+            and any(update is own_update and plan_rule is own_plan_rule
+                    for own_update, own_plan_rule in _PLAN_RULES))
 
 
 # Each built-in rule's _update and the _plan_rule that takes the same step.
-_PLAN_RULES = {cls.__dict__["_update"]: cls.__dict__["_plan_rule"]
-               for cls in (SGD, Adagrad, RMSProp, Adam)}
+_PLAN_RULES = [(cls.__dict__["_update"], cls.__dict__["_plan_rule"])
+               for cls in (SGD, Adagrad, RMSProp, Adam)]
 
 #: Optimizer name -> class, for ``compile(optimizer="adam")``.
 OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam,
