@@ -36,7 +36,18 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 # Per step p it loads the two vectors of B's row p once, and for each of the
 # four rows broadcasts a[r, p] and makes two multiply-adds: 6 loads for 8
 # FMAs (16 arithmetic instructions without FMA), which two load ports keep up
-# with.
+# with.  At level 4 a tall tile of 8 rows comes first wherever 8 rows are
+# left (16 sums, 10 loads for 16 FMAs): 8 independent sums are exactly what
+# two FMA ports of latency 4 need, so the 4-row tile stalls on any delay.
+# On a 2-core Intel Xeon (family 6, model 207), one core, the tall tile took
+# a 32x32x32 product from 473 to 424 ns and a 64x32x256 one from 6.67 to
+# 5.83 us (best of 3 x 7 timings of 10^5 products in a C loop); on one
+# thread a T5 step from 48.5 to 46.8 us and T2 from 5.56 to 5.40 us (median
+# over 8 and 4 pairs of processes, old build and new alternately, of each
+# process's fastest block of 2,000 steps).  At level 3 an 8-row tile would
+# need all 16 vector registers for its sums, and timed 12-19% slower than 4
+# rows.  Which tile computes a row changes nothing in its sum: same
+# products, same order.
 # The tile is written in C with GCC's vector extensions because GCC, left to
 # vectorise a plain loop over a 2 x 32 tile, reloaded each B vector for every
 # row (10 loads per step): that kernel was load-bound at 45 GFLOP/s on a
@@ -70,7 +81,15 @@ cdef extern from *:
     #if TC_VEC_BYTES >= 32
     #include <immintrin.h>
     #endif
+    /* Rows of a tile: TC_GEMM_MR, and TC_GEMM_MR_TALL where the registers
+       hold twice as many sums (AVX-512's 32 vector registers: 16 sums, 2 B
+       vectors and the broadcasts; AVX2's 16 would spill them). */
     #define TC_GEMM_MR 4
+    #if TC_VEC_BYTES == 64
+    #define TC_GEMM_MR_TALL 8
+    #else
+    #define TC_GEMM_MR_TALL TC_GEMM_MR
+    #endif
     #define TC_GEMM_NR_S (2 * TC_VEC_BYTES / 4)
     #define TC_GEMM_NR_D (2 * TC_VEC_BYTES / 8)
     #define TC_GEMM_NR_MAX 32
@@ -112,7 +131,8 @@ cdef extern from *:
     #define TC_IN_REGISTER(v) ((void)0)
     #endif
 
-    /* tc_tile_T: the sums s[r, j] = sum_p a[r, p] b[p, j] of one MR x NR tile,
+    /* tc_tile_T (MR = TC_GEMM_MR rows) and tc_tall_tile_T (TC_GEMM_MR_TALL):
+       the sums s[r, j] = sum_p a[r, p] b[p, j] of one MR x NR tile,
        p in increasing order from the first product (one rounded product and
        one rounded addition per step; -ffp-contract=off keeps them apart).
        a[r, p] is a[r * sa_i + p * sa_p]; rows r >= mr repeat row mr - 1, so
@@ -122,24 +142,24 @@ cdef extern from *:
        and, always, room for a tile at out (GCC cannot tell that a call with
        c never stores there, and warns if it may be NULL).
        One body for both precisions: the macro only names the element type. */
-    #define TC_DEFINE_TILE(T)                                                   \\
-    static inline void tc_tile_##T(int k, const T *a, Py_ssize_t sa_i,          \\
-                                   Py_ssize_t sa_p, int mr, const T *b,         \\
-                                   Py_ssize_t sb, const T *bias, T *c,          \\
-                                   Py_ssize_t ldc, T *out)                      \\
+    #define TC_DEFINE_TILE(T, NAME, MR)                                         \\
+    static inline void NAME(int k, const T *a, Py_ssize_t sa_i,                 \\
+                            Py_ssize_t sa_p, int mr, const T *b,                \\
+                            Py_ssize_t sb, const T *bias, T *c,                 \\
+                            Py_ssize_t ldc, T *out)                             \\
     {                                                                           \\
         typedef T vec __attribute__((vector_size(TC_VEC_BYTES)));               \\
         typedef T vec_u __attribute__((vector_size(TC_VEC_BYTES),               \\
                                        aligned(sizeof(T))));                    \\
         enum { W = TC_VEC_BYTES / sizeof(T) };                                  \\
-        const T *row[TC_GEMM_MR];                                               \\
-        vec sum[TC_GEMM_MR][2], b0, b1;                                         \\
+        const T *row[MR];                                                       \\
+        vec sum[MR][2], b0, b1;                                                 \\
         int r, p;                                                               \\
-        for (r = 0; r < TC_GEMM_MR; r++)                                        \\
+        for (r = 0; r < MR; r++)                                                \\
             row[r] = a + (r < mr ? r : mr - 1) * sa_i;                          \\
         b0 = *(const vec_u *)b;                                                 \\
         b1 = *(const vec_u *)(b + W);                                           \\
-        for (r = 0; r < TC_GEMM_MR; r++) {                                      \\
+        for (r = 0; r < MR; r++) {                                              \\
             sum[r][0] = row[r][0] * b0;                                         \\
             sum[r][1] = row[r][0] * b1;                                         \\
         }                                                                       \\
@@ -148,13 +168,13 @@ cdef extern from *:
             b1 = *(const vec_u *)(b + p * sb + W);                              \\
             TC_IN_REGISTER(b0);                                                 \\
             TC_IN_REGISTER(b1);                                                 \\
-            for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
+            for (r = 0; r < MR; r++) {                                          \\
                 sum[r][0] = TC_MADD_##T(row[r][p * sa_p], b0, sum[r][0]);       \\
                 sum[r][1] = TC_MADD_##T(row[r][p * sa_p], b1, sum[r][1]);       \\
             }                                                                   \\
         }                                                                       \\
         if (c == NULL) {                                                        \\
-            for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
+            for (r = 0; r < MR; r++) {                                          \\
                 *(vec_u *)(out + r * 2 * W) = sum[r][0];                        \\
                 *(vec_u *)(out + r * 2 * W + W) = sum[r][1];                    \\
             }                                                                   \\
@@ -163,18 +183,20 @@ cdef extern from *:
         if (bias != NULL) {                                                     \\
             b0 = *(const vec_u *)bias;                                          \\
             b1 = *(const vec_u *)(bias + W);                                    \\
-            for (r = 0; r < TC_GEMM_MR; r++) {                                  \\
+            for (r = 0; r < MR; r++) {                                          \\
                 sum[r][0] = sum[r][0] + b0;                                     \\
                 sum[r][1] = sum[r][1] + b1;                                     \\
             }                                                                   \\
         }                                                                       \\
-        for (r = 0; r < TC_GEMM_MR; r++) {                                      \\
+        for (r = 0; r < MR; r++) {                                              \\
             *(vec_u *)(c + r * ldc) = sum[r][0];                                \\
             *(vec_u *)(c + r * ldc + W) = sum[r][1];                            \\
         }                                                                       \\
     }
-    TC_DEFINE_TILE(float)
-    TC_DEFINE_TILE(double)
+    TC_DEFINE_TILE(float, tc_tile_float, TC_GEMM_MR)
+    TC_DEFINE_TILE(double, tc_tile_double, TC_GEMM_MR)
+    TC_DEFINE_TILE(float, tc_tall_tile_float, TC_GEMM_MR_TALL)
+    TC_DEFINE_TILE(double, tc_tall_tile_double, TC_GEMM_MR_TALL)
 
     /* tc_pack_transposed_float: panel[p * NR + j] = b[j * ldb + p] for the
        k x NR panel of a transposed float32 B (dX = dZ W^T reads W so), NR the
@@ -252,6 +274,7 @@ cdef extern from *:
         TINYCORE_SIMD_LEVEL
         TC_TILE_FMA         # 1 if the tile fuses each multiply-add
         TC_GEMM_MR          # rows of a tile
+        TC_GEMM_MR_TALL     # rows of a tall tile (TC_GEMM_MR where there is none)
         TC_GEMM_NR_S        # columns of a tile, float32
         TC_GEMM_NR_D        # columns of a tile, float64
         TC_GEMM_NR_MAX      # the widest of them at any level
@@ -262,6 +285,12 @@ cdef extern from *:
     void tc_tile_double(int k, const double *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
                         const double *b, Py_ssize_t sb, const double *bias, double *c,
                         Py_ssize_t ldc, double *out) noexcept nogil
+    void tc_tall_tile_float(int k, const float *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
+                            int mr, const float *b, Py_ssize_t sb, const float *bias,
+                            float *c, Py_ssize_t ldc, float *out) noexcept nogil
+    void tc_tall_tile_double(int k, const double *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
+                             int mr, const double *b, Py_ssize_t sb, const double *bias,
+                             double *c, Py_ssize_t ldc, double *out) noexcept nogil
     void tc_pack_transposed_float(int k, const float *b, Py_ssize_t ldb,
                                   float *panel) noexcept nogil
 
@@ -311,13 +340,21 @@ cdef extern from *:
         TC_GEMM_W_NARROW_D
 
 
-cdef inline void _tile(int k, const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
-                       int mr, const floating *b, Py_ssize_t sb, const floating *bias,
-                       floating *c, Py_ssize_t ldc, floating *out) noexcept nogil:
+cdef inline void _tile(bint tall, int k, const floating *a, Py_ssize_t sa_i,
+                       Py_ssize_t sa_p, int mr, const floating *b, Py_ssize_t sb,
+                       const floating *bias, floating *c, Py_ssize_t ldc,
+                       floating *out) noexcept nogil:
+    # A tile of TC_GEMM_MR_TALL rows if ``tall``, else of TC_GEMM_MR.
     if floating is float:
-        tc_tile_float(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+        if tall:
+            tc_tall_tile_float(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+        else:
+            tc_tile_float(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
     else:
-        tc_tile_double(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+        if tall:
+            tc_tall_tile_double(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+        else:
+            tc_tile_double(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
 
 
 cdef inline void _store_sums(const floating *sums, int NR, int mr, int nr,
@@ -380,12 +417,13 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
     """
     cdef int NR = TC_GEMM_NR_S if floating is float else TC_GEMM_NR_D
     cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR_MAX]
-    cdef floating sums[TC_GEMM_MR * TC_GEMM_NR_MAX]
+    cdef floating sums[TC_GEMM_MR_TALL * TC_GEMM_NR_MAX]
     cdef const floating *bp
     cdef const floating *panel_bias = NULL
     cdef Py_ssize_t sb
     cdef bint whole_panel, plain = alpha == 1 and beta == 0 and sc_j == 1
-    cdef int i, j = 0, mr, nr
+    cdef bint tall
+    cdef int i, j = 0, mr, nr, rows
     while j < n:
         nr = min(NR, n - j)
         whole_panel = nr == NR
@@ -400,16 +438,21 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
             panel_bias = bias + j
         i = 0
         while i < m:
-            mr = min(<int>TC_GEMM_MR, m - i)
-            if plain and whole_panel and mr == TC_GEMM_MR:
+            # Tall tiles while a whole one fits, then short ones: the rows
+            # past C's end that a tile computes (repeating its last row) are
+            # never more than a short tile's.
+            tall = m - i >= TC_GEMM_MR_TALL
+            rows = TC_GEMM_MR_TALL if tall else TC_GEMM_MR
+            mr = min(rows, m - i)
+            if plain and whole_panel and mr == rows:
                 # The common case: the sums go from registers straight to C.
-                _tile(k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, panel_bias,
+                _tile(tall, k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, panel_bias,
                       c + i * sc_i + j, sc_i, sums)
             else:
-                _tile(k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, NULL, NULL, 0, sums)
+                _tile(tall, k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, NULL, NULL, 0, sums)
                 _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias,
                             c + i * sc_i + j * sc_j, sc_i, sc_j)
-            i += TC_GEMM_MR
+            i += rows
         j += NR
 
 
