@@ -569,8 +569,11 @@ def _helper_counts():
 
 
 # Splitting a step: when, and in what chunks.  Rows of the batch are split
-# at a multiple of a tile's rows, the flat buffers at a multiple of 16
-# elements (64 bytes of float32: the two threads never write one cache line).
+# at a multiple of the GEMM tile's 4 rows (the short tile's: the split, and so
+# the gradient sums, must be the same at every SIMD level, and AVX-512's
+# 8-row tiles still fill every 8 rows of a chunk), the flat buffers at a
+# multiple of 16 elements (64 bytes of float32: the two threads never write
+# one cache line).
 # Measured on a 2-core Zen 4 EPYC: below the two minimums a split step lost
 # to one thread.
 cdef enum:
