@@ -195,8 +195,14 @@ cdef extern from *:
     }
     TC_DEFINE_TILE(float, tc_tile_float, TC_GEMM_MR)
     TC_DEFINE_TILE(double, tc_tile_double, TC_GEMM_MR)
+    #if TC_GEMM_MR_TALL > TC_GEMM_MR
     TC_DEFINE_TILE(float, tc_tall_tile_float, TC_GEMM_MR_TALL)
     TC_DEFINE_TILE(double, tc_tall_tile_double, TC_GEMM_MR_TALL)
+    #else
+    /* No taller tile at this level: the name is the short one. */
+    #define tc_tall_tile_float tc_tile_float
+    #define tc_tall_tile_double tc_tile_double
+    #endif
 
     /* tc_pack_transposed_float: panel[p * NR + j] = b[j * ldb + p] for the
        k x NR panel of a transposed float32 B (dX = dZ W^T reads W so), NR the
