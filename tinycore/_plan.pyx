@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from tinycore._buffers import aligned_empty
+
 from ._activations cimport (
     Activation, LINEAR, RELU, SIGMOID, SOFTMAX, TANH, _activation_backward, _all_finite,
     _bias_activation,
@@ -1017,8 +1019,8 @@ cdef class Plan:
         if ws is None:
             if len(self.workspaces) >= 4:     # a fit uses two sizes; predict one more
                 self.workspaces.clear()
-            ws = np.empty(self._labels_offset(batch) + batch * sizeof(int64_t),
-                          dtype=np.uint8)
+            ws = aligned_empty(self._labels_offset(batch) + batch * sizeof(int64_t),
+                               np.uint8)
             self.workspaces[batch] = ws
         return <cnp.ndarray>ws
 
@@ -1203,7 +1205,7 @@ cdef class Plan:
         if halves:
             if self.partial_grads is None:
                 # Once per plan: the second half's gradient sums.
-                self.partial_grads = np.empty_like(self.grads)
+                self.partial_grads = aligned_empty(self.grads.size, self.grads.dtype)
             partial = cnp.PyArray_DATA(self.partial_grads)
         with nogil:
             helper = helper and tc_split_begin()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tinycore import _simd, initializers
+from tinycore._buffers import aligned_empty, aligned_zeros
 from tinycore._validation import (
     check_dtype, check_input, check_positive_int, check_real, check_same_shape,
 )
@@ -139,7 +140,7 @@ class Dense:
             raise ValueError("this layer belongs to a model; its parameters are the model's")
         dtype = check_dtype(dtype)
         self._W = None     # a rebuild draws new weights instead of keeping the old
-        self._bind(np.empty(self.n_params, dtype), np.zeros(self.n_params, dtype))
+        self._bind(aligned_empty(self.n_params, dtype), aligned_zeros(self.n_params, dtype))
         self.init_params(np.random.default_rng(seed))
         return self
 

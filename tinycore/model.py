@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from tinycore import _simd, losses, optimizers, training
+from tinycore._buffers import aligned_empty, aligned_zeros
 from tinycore._validation import check_dtype, check_input, check_positive_int, check_same_shape
 from tinycore.activations import CODES
 from tinycore.layers import Dense
@@ -102,8 +103,9 @@ class Sequential:
         self.seed = _check_seed(seed)
         self.layers = self._check_layers(layers)
         sizes = [layer.n_params for layer in self.layers]
-        self._params = np.empty(sum(sizes), dtype=self.dtype)
-        self._grads = np.zeros(sum(sizes), dtype=self.dtype)
+        # On cache lines: a split step's two threads each update half.
+        self._params = aligned_empty(sum(sizes), self.dtype)
+        self._grads = aligned_zeros(sum(sizes), self.dtype)
         self._rng = np.random.default_rng(self.seed)
         offset = 0
         saved = [layer._saved_binding() for layer in self.layers]

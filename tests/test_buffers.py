@@ -1,0 +1,52 @@
+"""Buffers on cache lines: the helper and the model buffers made with it."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinycore as tc
+from tinycore._buffers import CACHE_LINE, aligned_empty, aligned_zeros
+
+
+@given(size=st.integers(1, 5000), dtype=st.sampled_from(["float32", "float64", "uint8", "int64"]))
+def test_aligned_empty_starts_a_cache_line(size, dtype):
+    out = aligned_empty(size, dtype)
+    assert out.ctypes.data % CACHE_LINE == 0
+    assert out.shape == (size,)
+    assert out.dtype == np.dtype(dtype)
+    assert out.flags.c_contiguous and out.flags.writeable
+
+
+def test_aligned_empty_of_no_elements():
+    out = aligned_empty(0, "float32")
+    assert out.shape == (0,) and out.dtype == np.float32
+
+
+def test_aligned_empty_views_its_own_bytes_only():
+    # Two buffers written in full must not overlap: each is exactly its size.
+    first = aligned_empty(1000, "float32")
+    second = aligned_empty(1000, "float32")
+    first.fill(1.0)
+    second.fill(2.0)
+    assert np.all(first == 1.0) and np.all(second == 2.0)
+    assert first.nbytes == 4000
+
+
+def test_aligned_zeros_is_zero():
+    out = aligned_zeros(777, "float64")
+    assert out.ctypes.data % CACHE_LINE == 0
+    assert np.all(out == 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("sizes", [(3, 5, 2), (32, 32, 10), (7, 1)])
+def test_model_buffers_start_cache_lines(dtype, sizes):
+    # A split step's threads write halves that end at multiples of 64 bytes
+    # from the start of these buffers.
+    layers = [tc.Dense(i, o) for i, o in zip(sizes, sizes[1:])]
+    model = tc.Sequential(layers, dtype=dtype, seed=0)
+    assert model.param_buffer.ctypes.data % CACHE_LINE == 0
+    assert model.grad_buffer.ctypes.data % CACHE_LINE == 0
+    assert np.all(model.grad_buffer == 0.0)
+    # The layers still view the buffers.
+    assert np.shares_memory(model.layers[0].W, model.param_buffer)
