@@ -1,4 +1,6 @@
 """Buffers on cache lines: the helper and the model buffers made with it."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -50,3 +52,23 @@ def test_model_buffers_start_cache_lines(dtype, sizes):
     assert np.all(model.grad_buffer == 0.0)
     # The layers still view the buffers.
     assert np.shares_memory(model.layers[0].W, model.param_buffer)
+
+
+def _resident_bytes():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    pytest.skip("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_aligned_zeros_takes_no_memory_until_written():
+    # The allocator's zeros: a large buffer's pages stay unmapped until first
+    # written, so a model's gradients cost nothing before its first step.
+    before = _resident_bytes()
+    out = aligned_zeros(64 << 20, "float32")       # 256 MB
+    grown = _resident_bytes() - before
+    assert grown < 16 << 20
+    out[:1024] = 1.0
+    assert out[1023] == 1.0 and out[-1] == 0.0

@@ -36,15 +36,23 @@ def aligned_empty(size: int, dtype) -> np.ndarray:
         address that is a multiple of :data:`CACHE_LINE`.  It is a view of a
         slightly larger byte buffer, which it keeps alive.
     """
-    dtype = np.dtype(dtype)
-    n_bytes = size * dtype.itemsize
-    raw = np.empty(n_bytes + CACHE_LINE, dtype=np.uint8)
-    start = -raw.ctypes.data % CACHE_LINE
-    return raw[start:start + n_bytes].view(dtype)
+    return _aligned(np.empty, size, dtype)
 
 
 def aligned_zeros(size: int, dtype) -> np.ndarray:
-    """:func:`aligned_empty`, filled with zeros."""
-    out = aligned_empty(size, dtype)
-    out.fill(0)
-    return out
+    """:func:`aligned_empty`, filled with zeros.
+
+    The zeros come from the allocator (``np.zeros``), as the pages of a large
+    buffer come from the system: they take no memory until first written.
+    (Filling an empty buffer instead made the T4 model's 24 MB of gradients
+    resident while its weights were drawn, and fit's peak 18 MB higher.)
+    """
+    return _aligned(np.zeros, size, dtype)
+
+
+def _aligned(allocate, size: int, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    n_bytes = size * dtype.itemsize
+    raw = allocate(n_bytes + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + n_bytes].view(dtype)
