@@ -12,6 +12,7 @@ to rounding.
 """
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,6 +127,29 @@ def test_the_plan_measures_both_ways_and_uses_the_helper(split_threads, rng):
     # The first step goes to the helper, and so does every 16th step after
     # whichever way is the faster: two phases a step.
     assert _plan._helper_counts()[0] - posted >= 2 * (200 // 16)
+
+
+def test_a_step_that_finds_the_helper_asleep_runs_alone_and_wakes_it(split_threads, rng):
+    # Woken, the helper takes tens of microseconds to run, longer than the
+    # caller's half of a small step: that step is taken alone, the next
+    # with the helper.
+    X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], BATCH)
+    _train(_model(CASES[0][0], "float32", "cross_entropy"), X, y, 3)   # it runs
+    time.sleep(0.05)           # it spins for 0.2 ms without a phase, then sleeps
+    model = _model(CASES[0][0], "float32", "cross_entropy")
+    expected = _model(CASES[0][0], "float32", "cross_entropy")
+    posted = _plan._helper_counts()[0]
+    model.train_step(X, y)     # a new plan tries the helper first
+    assert _plan._helper_counts()[0] == posted
+    assert model._plan.helper_costs()[1] == 0.0      # nothing measured with it
+    steps = 1
+    while _plan._helper_counts()[0] == posted and steps <= 10:
+        model.train_step(X, y)      # (until it runs: the wake takes a while)
+        steps += 1
+    assert _plan._helper_counts()[0] > posted
+    _train(expected, X, y, steps)
+    assert_array_equal(model.param_buffer, expected.param_buffer)
 
 
 def test_split_step_matches_reference_gradient(split_threads, rng):

@@ -404,6 +404,7 @@ cdef extern from *:
         int state;              /* 0 not started, 1 running, -1 could not start */
         int owned;              /* a caller is running a split step */
         int sleeping;           /* the helper waits on ``wake`` */
+        uint64_t nudged;        /* wake-ups without a phase (tc_wake_if_asleep) */
         uint64_t posted, taken, done;
         uint64_t helped;        /* phases whose chunk 1 the helper ran */
         tc_chunk_fn fn;
@@ -427,8 +428,9 @@ cdef extern from *:
         return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
     }
 
-    /* The next phase posted after ``seen``: spin, then sleep. */
-    static uint64_t tc_next_phase(uint64_t seen)
+    /* The phase posted after ``seen``, or ``seen`` if none came within
+       TC_HELPER_SPIN_NS. */
+    static uint64_t tc_spin_for_phase(uint64_t seen)
     {
         uint64_t now, until = tc_now_ns() + TC_HELPER_SPIN_NS;
         int i;
@@ -440,21 +442,36 @@ cdef extern from *:
                 TC_PAUSE();
             }
             if (tc_now_ns() > until)
-                break;
+                return seen;
             /* Let a thread that shares this CPU (the caller itself, if
                the scheduler put both here) run before spinning on. */
             sched_yield();
         }
-        pthread_mutex_lock(&tc_helper.mutex);
-        /* sleeping before posted is read again, and the caller writes
-           posted before it reads sleeping (both sequentially consistent):
-           one of the two sees the other's store, so no wake-up is lost. */
-        TC_STORE(tc_helper.sleeping, 1);
-        while ((now = TC_LOAD(tc_helper.posted)) == seen)
-            pthread_cond_wait(&tc_helper.wake, &tc_helper.mutex);
-        TC_STORE(tc_helper.sleeping, 0);
-        pthread_mutex_unlock(&tc_helper.mutex);
-        return now;
+    }
+
+    /* The next phase posted after ``seen``: spin, then sleep until a phase
+       is posted or the helper is nudged awake (then spin again). */
+    static uint64_t tc_next_phase(uint64_t seen)
+    {
+        uint64_t now, nudges;
+        for (;;) {
+            now = tc_spin_for_phase(seen);
+            if (now != seen)
+                return now;
+            pthread_mutex_lock(&tc_helper.mutex);
+            /* sleeping before posted is read again, and the caller writes
+               posted before it reads sleeping (both sequentially
+               consistent): one of the two sees the other's store, so no
+               wake-up is lost.  A nudge is counted under the mutex. */
+            TC_STORE(tc_helper.sleeping, 1);
+            nudges = tc_helper.nudged;
+            while ((now = TC_LOAD(tc_helper.posted)) == seen && tc_helper.nudged == nudges)
+                pthread_cond_wait(&tc_helper.wake, &tc_helper.mutex);
+            TC_STORE(tc_helper.sleeping, 0);
+            pthread_mutex_unlock(&tc_helper.mutex);
+            if (now != seen)
+                return now;
+        }
     }
 
     static void *tc_helper_main(void *unused)
@@ -484,6 +501,7 @@ cdef extern from *:
         tc_helper.owned = 0;
         tc_helper.sleeping = 0;
         tc_helper.posted = tc_helper.taken = tc_helper.done = tc_helper.helped = 0;
+        tc_helper.nudged = 0;
     }
 
     static void tc_helper_init(void)
@@ -522,6 +540,23 @@ cdef extern from *:
         TC_STORE(tc_helper.owned, 0);
     }
 
+    /* For the caller holding the helper: whether it is asleep, and if so,
+       wake it without a phase, to spin for the next one.  Woken by a phase,
+       it started that phase's half 23-38 us late (a 2-core Xeon, in 5% of
+       T5's phases: after any 0.2 ms taken alone), when the caller's own
+       half takes about 28; the caller then waited for the helper's whole half.
+       Such a step is better taken alone, and the next with the helper. */
+    static int tc_wake_if_asleep(void)
+    {
+        if (!TC_LOAD(tc_helper.sleeping))
+            return 0;
+        pthread_mutex_lock(&tc_helper.mutex);
+        tc_helper.nudged++;
+        pthread_cond_signal(&tc_helper.wake);
+        pthread_mutex_unlock(&tc_helper.mutex);
+        return 1;
+    }
+
     /* Run fn(job, 0) here and fn(job, 1) on the helper (or here, if the
        helper has not claimed it by the time chunk 0 is done). */
     static void tc_split(tc_chunk_fn fn, void *job)
@@ -555,6 +590,7 @@ cdef extern from *:
     void tc_helper_init()
     bint tc_split_begin() nogil
     void tc_split_end() nogil
+    bint tc_wake_if_asleep() nogil
     void tc_split(tc_chunk_fn fn, void *job) nogil
     unsigned long long tc_phases_posted()
     unsigned long long tc_phases_helped()
@@ -658,6 +694,23 @@ cdef bint _in_halves(const Problem *p, bint is_float) noexcept nogil:
                 return False
         work += <long long>p.batch * layer.n_in * layer.n_out
     return work >= _MIN_SPLIT_WORK
+
+
+cdef enum HelperTaken:
+    HELPER_BUSY = 0         # another thread has it, or it could not be started
+    HELPER_TAKEN = 1        # this call's second half may go to it
+    HELPER_WOKEN = 2        # it was asleep: woken for the next call, not this one
+
+
+cdef inline HelperTaken _take_helper() noexcept nogil:
+    # The helper for one call, if it is free and awake; the caller releases
+    # it with tc_split_end() when TAKEN.
+    if not tc_split_begin():
+        return HELPER_BUSY
+    if tc_wake_if_asleep():
+        tc_split_end()
+        return HELPER_WOKEN
+    return HELPER_TAKEN
 
 
 cdef inline bint _helper_allowed(int n_cpus) noexcept nogil:
@@ -957,6 +1010,7 @@ cdef class Plan:
     cdef double half_cost[2]          # see _helper_pays
     cdef Py_ssize_t tuned_batch
     cdef int probe_in
+    cdef bint retry_helper            # the helper was asleep: try it next step
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
                   int loss_kind):
@@ -1007,6 +1061,7 @@ cdef class Plan:
         self.half_cost[0] = self.half_cost[1] = 0.0
         self.tuned_batch = 0
         self.probe_in = 0
+        self.retry_helper = False
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -1072,6 +1127,11 @@ cdef class Plan:
             self.tuned_batch = batch
             self.half_cost[0] = self.half_cost[1] = 0.0
             self.probe_in = _PROBE_EVERY
+        if self.retry_helper:
+            # The last step chose the helper but found it asleep and ran
+            # alone (the helper is awake now): this one takes it.
+            self.retry_helper = False
+            return True
         if self.half_cost[1] == 0:
             return True
         if self.half_cost[0] == 0:
@@ -1196,6 +1256,7 @@ cdef class Plan:
         cdef bint helper = allowed and self._helper_pays(p.batch)
         cdef void *partial = NULL
         cdef unsigned long long started = 0
+        cdef HelperTaken taken = HELPER_BUSY
         # The update ratio lr ||dW|| / ||W|| of the tracked statistics holds
         # for plain SGD only (-1: not measured here).
         cdef double sgd_lr = -1.0
@@ -1208,7 +1269,9 @@ cdef class Plan:
                 self.partial_grads = aligned_empty(self.grads.size, self.grads.dtype)
             partial = cnp.PyArray_DATA(self.partial_grads)
         with nogil:
-            helper = helper and tc_split_begin()
+            if helper:
+                taken = _take_helper()
+                helper = taken == HELPER_TAKEN
             started = tc_now_ns()
             if halves and is_float:
                 value = _train_split(p, <const float *>x, <const float *>t, labels,
@@ -1236,6 +1299,7 @@ cdef class Plan:
                 _accumulate_stats(p, is_float, params, grads, work, sgd_lr, sums, counts)
         if allowed:
             self._record_half_cost(helper, <double>started)
+        self.retry_helper = taken == HELPER_WOKEN
         self.last_loss = value
         self.last_correct = n_correct
         self.last_batch = p.batch
@@ -1318,7 +1382,8 @@ cdef class Plan:
                     # threads.
                     halves = _in_halves(&p, is_float)
                     helper = (halves and _helper_allowed(self.n_cpus)
-                              and self.half_cost[1] <= self.half_cost[0] and tc_split_begin())
+                              and self.half_cost[1] <= self.half_cost[0]
+                              and _take_helper() == HELPER_TAKEN)
                     if halves and is_float:
                         _predict_split(&p, <const float *>(x + start * self.n_in * itemsize),
                                        <float *>params, <float *>work,
