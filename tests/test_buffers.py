@@ -24,16 +24,6 @@ def test_aligned_empty_of_no_elements():
     assert out.shape == (0,) and out.dtype == np.float32
 
 
-def test_aligned_empty_views_its_own_bytes_only():
-    # Two buffers written in full must not overlap: each is exactly its size.
-    first = aligned_empty(1000, "float32")
-    second = aligned_empty(1000, "float32")
-    first.fill(1.0)
-    second.fill(2.0)
-    assert np.all(first == 1.0) and np.all(second == 2.0)
-    assert first.nbytes == 4000
-
-
 def test_aligned_zeros_is_zero():
     out = aligned_zeros(777, "float64")
     assert out.ctypes.data % CACHE_LINE == 0
