@@ -124,9 +124,28 @@ def test_the_plan_measures_both_ways_and_uses_the_helper(split_threads, rng):
     _train(model, X, y, 200)
     alone_ns, helper_ns = model._plan.helper_costs()
     assert alone_ns > 0 and helper_ns > 0
-    # The first step goes to the helper, and so does every 16th step after
-    # whichever way is the faster: two phases a step.
-    assert _plan._helper_counts()[0] - posted >= 2 * (200 // 16)
+    # The first step goes to the helper, and whichever way is the faster, so
+    # do at least the tries at steps 16, 48 and 112: two phases a step.
+    assert _plan._helper_counts()[0] - posted >= 2 * 4
+
+
+def _tries_of_the_slower_way(plan, alone_ns, helper_ns, steps):
+    # The steps (counted from 1) on which the plan, its running means held
+    # at these, would take the slower way.
+    helper_slower = helper_ns > alone_ns
+    return [step for step in range(1, steps + 1)
+            if plan._choose_helper(BATCH, alone_ns, helper_ns) == helper_slower]
+
+
+def test_the_tries_of_the_slower_way_thin_out_while_the_choice_holds():
+    plan = _model(CASES[0][0], "float32", "cross_entropy")._plan
+    # With the helper: 16 steps to the first try alone, then twice as many
+    # each time, up to 256.
+    assert _tries_of_the_slower_way(plan, 50e3, 30e3, 1000) == [16, 48, 112, 240, 496, 752]
+    # Alone: a try of the helper every 16 steps.
+    assert _tries_of_the_slower_way(plan, 30e3, 50e3, 100) == [16, 32, 48, 64, 80, 96]
+    # With the helper again: the tries start 16 steps apart.
+    assert _tries_of_the_slower_way(plan, 50e3, 30e3, 40) == [16]
 
 
 def test_a_step_that_finds_the_helper_asleep_runs_alone_and_wakes_it(split_threads, rng):

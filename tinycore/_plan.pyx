@@ -619,7 +619,8 @@ cdef enum:
     _PARAM_ALIGN = 16
     _MIN_SPLIT_ROWS = 16            # rows of the batch
     _MIN_SPLIT_WORK = 131072        # multiply-adds of the forward pass
-    _PROBE_EVERY = 16               # steps between tries of the other way
+    _PROBE_FIRST = 16               # steps before the first try of the other way,
+    _PROBE_LONGEST = 256            # doubling up to this while the tries confirm it
 
 
 cdef enum:
@@ -1009,7 +1010,9 @@ cdef class Plan:
     cdef cnp.ndarray partial_grads    # a split step's second half of the gradients
     cdef double half_cost[2]          # see _helper_pays
     cdef Py_ssize_t tuned_batch
-    cdef int probe_in
+    cdef int probe_in                 # steps to the next try of the other way
+    cdef int probe_every              # steps between the tries, now
+    cdef bint chose_helper            # which way the running means favoured last
     cdef bint retry_helper            # the helper was asleep: try it next step
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
@@ -1061,6 +1064,8 @@ cdef class Plan:
         self.half_cost[0] = self.half_cost[1] = 0.0
         self.tuned_batch = 0
         self.probe_in = 0
+        self.probe_every = _PROBE_FIRST
+        self.chose_helper = True
         self.retry_helper = False
 
     def __dealloc__(self):
@@ -1119,14 +1124,23 @@ cdef class Plan:
 
         Measured as the plan goes (running means of both ways, for one batch
         size): on a machine whose second core is busy or shared the helper
-        can cost more than it saves.  Each way is tried first, and the one
-        not in use again every _PROBE_EVERY steps.
+        can cost more than it saves.  Each way is tried first, then the one
+        not in use every _PROBE_FIRST steps; while the helper holds the
+        choice, every twice as many steps each time (up to _PROBE_LONGEST).
+        A step alone amid the helper's costs 26 us more than T5's 41 on a
+        2-core Zen 4 (the second half's data is in the other core's cache),
+        and its running mean is updated at every step the helper runs, so a
+        slower helper is seen at once.  Going alone, the tries stay
+        _PROBE_FIRST steps apart: the helper sleeps then, and its first
+        steps after a wake are slow, so the mean that would bring it back
+        needs the tries.
         """
         cdef bint helper_faster
         if batch != self.tuned_batch:
             self.tuned_batch = batch
             self.half_cost[0] = self.half_cost[1] = 0.0
-            self.probe_in = _PROBE_EVERY
+            self.probe_in = self.probe_every = _PROBE_FIRST
+            self.chose_helper = True
         if self.retry_helper:
             # The last step chose the helper but found it asleep and ran
             # alone (the helper is awake now): this one takes it.
@@ -1137,11 +1151,26 @@ cdef class Plan:
         if self.half_cost[0] == 0:
             return False
         helper_faster = self.half_cost[1] < self.half_cost[0]
+        if helper_faster != self.chose_helper:
+            self.chose_helper = helper_faster
+            self.probe_in = self.probe_every = _PROBE_FIRST
         self.probe_in -= 1
         if self.probe_in <= 0:
-            self.probe_in = _PROBE_EVERY
+            if helper_faster:
+                self.probe_every = min(2 * self.probe_every, _PROBE_LONGEST)
+            self.probe_in = self.probe_every
             return not helper_faster
         return helper_faster
+
+    def _choose_helper(self, Py_ssize_t batch, double alone_ns, double helper_ns):
+        """Test hook: with the running means set to ``alone_ns`` and
+        ``helper_ns`` (0: not measured), whether the next step on ``batch``
+        rows would take the helper thread."""
+        if batch != self.tuned_batch:
+            self._helper_pays(batch)        # (a new batch size: the means reset)
+        self.half_cost[0] = alone_ns
+        self.half_cost[1] = helper_ns
+        return bool(self._helper_pays(batch))
 
     cdef void _record_half_cost(self, bint helper, double ns):
         cdef double mean = self.half_cost[1 if helper else 0]
