@@ -619,8 +619,8 @@ cdef enum:
     _PARAM_ALIGN = 16
     _MIN_SPLIT_ROWS = 16            # rows of the batch
     _MIN_SPLIT_WORK = 131072        # multiply-adds of the forward pass
-    _PROBE_FIRST = 16               # steps before the first try of the other way,
-    _PROBE_LONGEST = 256            # doubling up to this while the tries confirm it
+    _PROBE_FIRST = 16               # steps between tries of the other way, at first
+    _PROBE_LONGEST = 256            # at most, doubling while the helper holds the choice
 
 
 cdef enum:
