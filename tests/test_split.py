@@ -8,7 +8,9 @@ update.  With two CPUs and two BLAS threads allowed, the second half may run
 on a helper thread: the arithmetic is the same, so the model trains to the
 same bits with the helper or without it.  The halves' gradient sums are
 added at the end, so they agree with the whole batch's (the per-layer path)
-to rounding.
+to rounding.  A model with products for the BLAS's threads but few
+parameters is taken in the same halves on two BLAS threads, each half's
+products on one of them.
 """
 import os
 import threading
@@ -71,8 +73,9 @@ def test_halves_depend_on_the_model_and_batch_not_the_threads(split_threads):
 
 
 def test_a_large_model_is_never_split(split_threads):
-    # Its products go to BLAS, which has threads of its own.
-    model = tc.Sequential([tc.Dense(512, 512, activation="relu"),
+    # Its products go to BLAS, which has threads of its own, and its 2.1 MB
+    # of parameters are past what a split step with such products takes.
+    model = tc.Sequential([tc.Dense(1024, 512, activation="relu"),
                            tc.Dense(512, 10, activation="softmax")], seed=0)
     model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
     assert not model._plan.splits(256)
@@ -239,3 +242,105 @@ def test_split_step_in_a_forked_child(split_threads, rng):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- a model with products for the BLAS's threads ------------------------------
+#
+# 784-128-10 at batch 128: products such as a half's 64 x 784 x 128 forward
+# one (6.4 M multiply-adds), which OpenBLAS would split across its threads,
+# and 0.41 MB of float32 parameters (0.81 MB of float64), within the 1 MB
+# that such a split takes.  Its step is taken in halves on two BLAS threads,
+# each half's products on one.
+
+BLAS_SIZES = (784, 128, 10)
+BLAS_BATCH = 128
+
+
+def _blas_sized_model(dtype, seed=3):
+    layers = [tc.Dense(784, 128, activation="relu"),
+              tc.Dense(128, 10, activation="softmax")]
+    model = tc.Sequential(layers, dtype=dtype, seed=seed)
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.05))
+    return model
+
+
+def _blas_sized_batch(rng, dtype):
+    X = rng.normal(size=(BLAS_BATCH, BLAS_SIZES[0])).astype(dtype)
+    return X, rng.integers(0, BLAS_SIZES[-1], BLAS_BATCH)
+
+
+def _openblas_threads():
+    return [pool["num_threads"] for pool in tc._config.blas_info()
+            if pool.get("internal_api") == "openblas"]
+
+
+def _train_choosing(model, X, y, steps, helper):
+    # Each step with the plan's running means set so that it prefers the
+    # helper (or going alone): the tries of the other way still come.
+    alone_ns, helper_ns = (2e6, 1e6) if helper else (1e6, 2e6)
+    losses = []
+    for _ in range(steps):
+        model._plan._choose_helper(BLAS_BATCH, alone_ns, helper_ns)
+        losses.append(model.train_step(X, y))
+    return losses
+
+
+def test_a_blas_sized_model_is_split_on_two_blas_threads_only(split_threads):
+    model = _blas_sized_model("float32")
+    assert model._plan.splits(BLAS_BATCH) and model._plan.helper_allowed()
+    split_threads(1)
+    assert not model._plan.splits(BLAS_BATCH)      # the whole batch, on this thread
+    split_threads(2)
+    assert _blas_sized_model("float64")._plan.splits(BLAS_BATCH)
+
+
+def test_a_blas_sized_step_changes_no_bit_with_the_helper(dtype, rng, split_threads):
+    X, y = _blas_sized_batch(rng, dtype)
+    helped, alone = _blas_sized_model(dtype), _blas_sized_model(dtype)
+    # Two phases a step with the helper.  The hook counts as a step too, so
+    # the tries of the other way come twice as often: in 40 steps, at most
+    # 4 alone while the helper holds the choice (8, 24, 56...), and 5 with
+    # the helper while going alone (every 8).
+    posted = _plan._helper_counts()[0]
+    helped_losses = _train_choosing(helped, X, y, 40, helper=True)
+    assert _plan._helper_counts()[0] - posted >= 2 * (40 - 4)
+    posted = _plan._helper_counts()[0]
+    alone_losses = _train_choosing(alone, X, y, 40, helper=False)
+    assert _plan._helper_counts()[0] - posted <= 2 * 5
+    assert helped_losses == alone_losses
+    assert_array_equal(helped.param_buffer, alone.param_buffer)
+    assert_array_equal(helped.grad_buffer, alone.grad_buffer)
+    assert_array_equal(alone.predict(X), helped.predict(X))
+    assert _openblas_threads() == [2]        # the BLAS has its two threads back
+
+
+def test_a_blas_sized_split_step_matches_reference_gradient(split_threads, rng):
+    X, y = _blas_sized_batch(rng, np.float64)
+    split = _blas_sized_model("float64")
+    reference = _blas_sized_model("float64")
+    reference._plan = None                   # the per-layer path
+    assert split._plan.splits(BLAS_BATCH)
+    for _ in range(3):
+        assert split.train_step(X, y) == pytest.approx(reference.train_step(X, y), rel=1e-13)
+    assert_allclose(split.grad_buffer, reference.grad_buffer, rtol=1e-10, atol=1e-13)
+    assert_allclose(split.param_buffer, reference.param_buffer, rtol=1e-12, atol=1e-14)
+
+
+def test_two_blas_sized_models_in_two_threads_train_as_they_would_alone(split_threads, rng):
+    # While one holds the BLAS to one thread, the other must still see two
+    # (and split its step the same way), and must not make a threaded
+    # product: either would change its bits.
+    X, y = _blas_sized_batch(rng, np.float32)
+    alone = [_blas_sized_model("float32", seed=s) for s in (1, 2)]
+    for model in alone:
+        _train(model, X, y, 60)
+    together = [_blas_sized_model("float32", seed=s) for s in (1, 2)]
+    threads = [threading.Thread(target=_train, args=(model, X, y, 60)) for model in together]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for a, b in zip(alone, together):
+        assert_array_equal(b.param_buffer, a.param_buffer)
+    assert _openblas_threads() == [2]
+

@@ -523,19 +523,24 @@ cdef bint _gemm_is_small(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
 # variable), so a limit set by any means (threadpoolctl, OPENBLAS_NUM_THREADS)
 # is seen; a BLAS that cannot be asked (not OpenBLAS) is always serialised.
 ctypedef int (*blas_thread_count_function)() noexcept nogil
+ctypedef void (*blas_set_thread_count_function)(int count) noexcept nogil
 
-# Names of OpenBLAS's thread count: SciPy's wheels prefix their symbols with
-# scipy_, and 64-bit-integer builds add a suffix.
+# Names of OpenBLAS's thread count functions: SciPy's wheels prefix their
+# symbols with scipy_, and 64-bit-integer builds add a suffix.
 _THREAD_COUNT_SYMBOLS = ("scipy_openblas_get_num_threads", "openblas_get_num_threads",
                          "scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_")
+_SET_THREAD_COUNT_SYMBOLS = tuple(name.replace("_get_", "_set_")
+                                  for name in _THREAD_COUNT_SYMBOLS)
 
 cdef PyThread_type_lock _blas_lock = NULL
 cdef blas_thread_count_function _blas_thread_count = NULL
+cdef blas_set_thread_count_function _blas_set_thread_count = NULL
+cdef int _held_count = 0    # while a split step holds the BLAS to one thread: the count after
 
 
-def _find_blas_thread_count():
-    """The address of the thread-count function of the BLAS that SciPy's
-    cython_blas calls, or 0 if it has none of OpenBLAS's names.
+def _find_blas_function(names):
+    """The address of the first of ``names`` that the BLAS SciPy's cython_blas
+    calls defines, or 0 if it has none of them.
 
     A symbol is looked up through cython_blas's own handle, which searches
     the libraries it was linked to: the BLAS this module's products run on.
@@ -545,27 +550,41 @@ def _find_blas_thread_count():
         library = ctypes.CDLL(cython_blas.__file__)
     except OSError:
         return 0
-    for name in _THREAD_COUNT_SYMBOLS:
+    for name in names:
         function = getattr(library, name, None)
         if function is not None:
             return ctypes.cast(function, ctypes.c_void_p).value
     return 0
 
 
+def _find_blas_thread_count():
+    """The address of the BLAS's thread-count function (OpenBLAS's
+    ``openblas_get_num_threads``), or 0 if it has none."""
+    return _find_blas_function(_THREAD_COUNT_SYMBOLS)
+
+
 def _new_blas_lock():
     """Give this module a fresh, released lock (at import, and in the child
     of a fork: a lock held by a thread that the child does not have would
-    never be released; the old one is left allocated for the same reason)."""
-    global _blas_lock
+    never be released; the old one is left allocated for the same reason).
+    A child forked while a split step held the BLAS to one thread gets the
+    count back."""
+    global _blas_lock, _held_count
     cdef PyThread_type_lock lock = PyThread_allocate_lock()
     if lock == NULL:
         raise MemoryError("could not allocate tinycore's BLAS lock")
     _blas_lock = lock
+    if _held_count > 0:
+        _blas_set_thread_count(_held_count)
+        _held_count = 0
 
 
 _new_blas_lock()
 os.register_at_fork(after_in_child=_new_blas_lock)
 _blas_thread_count = <blas_thread_count_function><size_t>_find_blas_thread_count()
+if _blas_thread_count != NULL:
+    _blas_set_thread_count = <blas_set_thread_count_function><size_t>_find_blas_function(
+        _SET_THREAD_COUNT_SYMBOLS)
 
 
 # OpenBLAS's GEMM keeps to one thread up to 4 * 65536 multiply-adds
@@ -579,9 +598,51 @@ cdef inline bint _blas_may_use_threads() noexcept nogil:
 
 
 cdef int _blas_threads() noexcept nogil:
-    """The threads the BLAS may split a product across now, or -1 if it
-    cannot be asked (not OpenBLAS)."""
-    return -1 if _blas_thread_count == NULL else _blas_thread_count()
+    """The threads the BLAS may split a product across, or -1 if it cannot
+    be asked (not OpenBLAS): while a split step holds it to one thread
+    (below), the count it gives back after."""
+    if _blas_thread_count == NULL:
+        return -1
+    return _held_count if _held_count > 0 else _blas_thread_count()
+
+
+# A split training step (_plan.pyx) runs each half of the batch on its own
+# thread with one-thread BLAS products.  OpenBLAS's thread count is one
+# variable for the whole process (no per-thread count in its pthreads
+# builds), so the step sets it to 1 for its own length and back after.  It
+# holds the BLAS lock meanwhile: no threaded product of tinycore's is under
+# way, and any that another thread begins sees the count of 1 and runs on
+# its caller's thread (only slower).  Setting the count takes about 0.2 us.
+# _blas_threads() meanwhile gives the count to come back, so that what a
+# plan in another thread decides from it (how to split its step) does not
+# change with this one's steps.  A count set by other means during the
+# step (threadpoolctl in another thread) is overwritten when it ends.
+
+cdef bint _blas_can_hold_one_thread() noexcept nogil:
+    """Whether :func:`_blas_hold_one_thread` can set the BLAS's thread count."""
+    return _blas_thread_count != NULL and _blas_set_thread_count != NULL
+
+
+cdef int _blas_hold_one_thread() noexcept nogil:
+    """Take the BLAS lock and set the BLAS to one thread, until
+    :func:`_blas_release_threads` with the count returned.  Requires
+    :func:`_blas_can_hold_one_thread`; the caller must make no threaded
+    product meanwhile (with a count of 1, :func:`_gemm` takes no lock)."""
+    cdef int count
+    global _held_count
+    PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
+    count = _blas_thread_count()
+    _held_count = count
+    _blas_set_thread_count(1)
+    return count
+
+
+cdef void _blas_release_threads(int count) noexcept nogil:
+    """Give the BLAS back ``count`` threads and release the BLAS lock."""
+    global _held_count
+    _blas_set_thread_count(count)
+    _held_count = 0
+    PyThread_release_lock(_blas_lock)
 
 
 # BLAS is column-major and tinycore's arrays are row-major (C order).  A

@@ -53,7 +53,7 @@ def set_num_threads(n: int) -> None:
         Number of threads, >= 1.  More than the CPUs this process may run on
         is allowed, with a RuntimeWarning: OpenBLAS's threads then wait for
         each other on the shared cores (a 784-256-128-10 step on 2 CPUs:
-        1.6 ms with 2 threads, 69 ms with 3).
+        0.89 ms with 2 threads, 68 ms with 3).
 
     Warns
     -----

@@ -33,7 +33,9 @@ from ._activations cimport (
     _bias_activation,
 )
 from ._blas cimport (
-    BLAS_ONE_THREAD_WORK, BLAS_Trans, NoTrans, Trans, _blas_threads, _column_sums, _gemm, _gemm_bias, _gemm_is_small,
+    BLAS_ONE_THREAD_WORK, BLAS_Trans, NoTrans, Trans, _blas_can_hold_one_thread,
+    _blas_hold_one_thread, _blas_release_threads, _blas_threads, _column_sums, _gemm,
+    _gemm_bias, _gemm_is_small,
 )
 from ._losses cimport (
     _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
@@ -360,6 +362,8 @@ cdef void _predict(const Problem *p, const floating *x, floating *params,
 # tried first: it moved each layer's dZ between the cores and gained a
 # tenth at most.  The halves' arithmetic does not depend on which thread
 # runs them, so a model trains to the same bits with the helper or without.
+# A model of BLAS-sized products but few parameters (T3) is taken in the
+# same halves, each half's products on one BLAS thread (see _split_kind).
 #
 # The protocol, for one phase (the caller is the only writer of ``posted``):
 #   caller: job := the phase; posted := g; run chunk 0; then claim chunk 1
@@ -621,6 +625,13 @@ cdef enum:
     _MIN_SPLIT_WORK = 131072        # multiply-adds of the forward pass
     _PROBE_FIRST = 16               # steps between tries of the other way, at first
     _PROBE_LONGEST = 256            # at most, doubling while the helper holds the choice
+    _MAX_BLAS_SPLIT_BYTES = 1048576 # parameters of a split step with BLAS-sized products
+
+
+cdef enum SplitKind:
+    SPLIT_NONE = 0              # the whole batch at once
+    SPLIT_HALVES = 1            # two halves; no product reaches the BLAS's threads
+    SPLIT_ONE_BLAS_THREAD = 2   # two halves, the BLAS held to one thread meanwhile
 
 
 cdef enum:
@@ -670,18 +681,39 @@ cdef inline bint _unthreaded(bint is_float, BLAS_Trans trans_a, BLAS_Trans trans
         m * n * k <= BLAS_ONE_THREAD_WORK)
 
 
-cdef bint _in_halves(const Problem *p, bint is_float) noexcept nogil:
-    """Whether a step is taken in two halves of the batch (see _train_split):
-    past the measured crossover in rows and work, and where no product of
-    either half goes to BLAS's threads.  This depends on the model and the
-    batch alone, not on the threads, so a model trains to the same bits
-    with the helper thread or without it."""
+cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
+    """How a step is taken (see _train_split).
+
+    In halves (SPLIT_HALVES) past the measured crossover in rows and work,
+    where no product of either half goes to the BLAS's threads.  This
+    depends on the model and the batch alone, not on the threads, so a
+    model trains to the same bits with the helper thread or without it.
+
+    A model with products for the BLAS's threads is taken in halves too
+    (SPLIT_ONE_BLAS_THREAD) where the BLAS runs on exactly the two threads
+    a split uses and the parameters take at most _MAX_BLAS_SPLIT_BYTES;
+    each half's products then run on one BLAS thread, with the helper or
+    without, so these bits too are the same either way (those of a whole
+    batch on two BLAS threads differ from one thread's, so a model of this
+    size already trained to other bits on another thread count).  Measured
+    on the 2-core Zen 4 EPYC, T3 (784-256-128-10, batch 128, 0.94 MB of
+    float32 parameters): the whole batch on two BLAS threads took 0.80-0.93
+    ms a step, and 1.6-1.9 ms while the host ran the two vCPUs far apart (a
+    cache line's round trip between them 310-340 ns instead of 55-65: the
+    BLAS's threads share packed panels, the halves share only the
+    parameters and gradients); in halves, 0.80-0.92 ms either way.  With
+    2.1 MB of parameters (784-512-256-10) the halves lost 5-10%, with 8.4
+    MB (1024-1024-1024-10) up to half: past one core's L2 (1 MB here) each
+    half reads the weights from farther away.
+    """
     cdef int l, chunk
     cdef const LayerSpec *layer
     cdef long long work = 0
     cdef Py_ssize_t start, stop, rows
+    cdef bint threaded = False
+    cdef Py_ssize_t itemsize = sizeof(float) if is_float else sizeof(double)
     if p.batch < _MIN_SPLIT_ROWS:
-        return False
+        return SPLIT_NONE
     for l in range(p.n_layers):
         layer = &p.layers[l]
         for chunk in range(2):
@@ -692,9 +724,14 @@ cdef bint _in_halves(const Problem *p, bint is_float) noexcept nogil:
                                     <int>rows)
                     and (l == 0 or _unthreaded(is_float, NoTrans, Trans, rows,
                                                layer.n_in, layer.n_out))):
-                return False
+                threaded = True
         work += <long long>p.batch * layer.n_in * layer.n_out
-    return work >= _MIN_SPLIT_WORK
+    if not threaded:
+        return SPLIT_HALVES if work >= _MIN_SPLIT_WORK else SPLIT_NONE
+    if (p.n_params * itemsize <= _MAX_BLAS_SPLIT_BYTES and _blas_threads() == 2
+            and _blas_can_hold_one_thread()):
+        return SPLIT_ONE_BLAS_THREAD
+    return SPLIT_NONE
 
 
 cdef enum HelperTaken:
@@ -703,12 +740,15 @@ cdef enum HelperTaken:
     HELPER_WOKEN = 2        # it was asleep: woken for the next call, not this one
 
 
-cdef inline HelperTaken _take_helper() noexcept nogil:
-    # The helper for one call, if it is free and awake; the caller releases
-    # it with tc_split_end() when TAKEN.
+cdef inline HelperTaken _take_helper(bint awake_only) noexcept nogil:
+    # The helper for one call, if it is free (and, if ``awake_only``,
+    # awake); the caller releases it with tc_split_end() when TAKEN.  A
+    # half of a step with BLAS-sized products takes far longer than a
+    # helper takes to wake (tens of us), and a step alone takes longer than
+    # the helper spins awake after it: such steps take the helper asleep.
     if not tc_split_begin():
         return HELPER_BUSY
-    if tc_wake_if_asleep():
+    if awake_only and tc_wake_if_asleep():
         tc_split_end()
         return HELPER_WOKEN
     return HELPER_TAKEN
@@ -835,7 +875,7 @@ cdef double _train_split(const Problem *p, const floating *x, const floating *ta
 cdef void _predict_split(const Problem *p, const floating *x, floating *params,
                          floating *ws, floating *out, bint alone) noexcept nogil:
     """:func:`_predict` in the two halves of the batch that a training step
-    takes (see :func:`_in_halves`), on the helper thread and this one (the
+    takes (see :func:`_split_kind`), on the helper thread and this one (the
     caller holds the helper), or both here if ``alone``."""
     cdef SplitJob job
     _start_job(&job, p, x, params, ws, alone)
@@ -1108,7 +1148,7 @@ cdef class Plan:
         """Whether a step on ``batch`` rows is taken in two halves of the batch
         (on this thread, or this one and the helper thread)."""
         cdef Problem p = self._problem(batch, False)
-        return bool(_in_halves(&p, self.typenum == cnp.NPY_FLOAT32))
+        return _split_kind(&p, self.typenum == cnp.NPY_FLOAT32) != SPLIT_NONE
 
     def helper_allowed(self):
         """Whether the second half of a step may go to the helper thread now."""
@@ -1280,7 +1320,10 @@ cdef class Plan:
         cdef bint tracking = self.tracking
         cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
         cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
-        cdef bint halves = _in_halves(p, is_float)
+        cdef SplitKind kind = _split_kind(p, is_float)
+        cdef bint halves = kind != SPLIT_NONE
+        cdef bint one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD
+        cdef int blas_threads = 0
         cdef bint allowed = halves and _helper_allowed(self.n_cpus)
         cdef bint helper = allowed and self._helper_pays(p.batch)
         cdef void *partial = NULL
@@ -1299,9 +1342,11 @@ cdef class Plan:
             partial = cnp.PyArray_DATA(self.partial_grads)
         with nogil:
             if helper:
-                taken = _take_helper()
+                taken = _take_helper(not one_blas_thread)
                 helper = taken == HELPER_TAKEN
             started = tc_now_ns()
+            if one_blas_thread:
+                blas_threads = _blas_hold_one_thread()
             if halves and is_float:
                 value = _train_split(p, <const float *>x, <const float *>t, labels,
                                      <float *>params, <float *>grads, <float *>partial,
@@ -1320,6 +1365,8 @@ cdef class Plan:
                 value = _train(p, <const double *>x, <const double *>t, labels,
                                <double *>params, <double *>grads, <double *>work,
                                rule, count, guard, &n_correct, &bad_layer)
+            if one_blas_thread:
+                _blas_release_threads(blas_threads)
             if helper:
                 tc_split_end()
             started = tc_now_ns() - started
@@ -1392,7 +1439,9 @@ cdef class Plan:
         cdef void *params = cnp.PyArray_DATA(self.params)
         cdef void *work
         cdef bint is_float = self.typenum == cnp.NPY_FLOAT32
+        cdef SplitKind kind
         cdef bint halves, helper
+        cdef int blas_threads = 0
         if self.busy:
             return BUSY
         self.busy = True
@@ -1409,10 +1458,14 @@ cdef class Plan:
                     # (OpenBLAS's Haswell kernels, past the small-product
                     # kernel), so predictions would otherwise change with the
                     # threads.
-                    halves = _in_halves(&p, is_float)
+                    kind = _split_kind(&p, is_float)
+                    halves = kind != SPLIT_NONE
                     helper = (halves and _helper_allowed(self.n_cpus)
                               and self.half_cost[1] <= self.half_cost[0]
-                              and _take_helper() == HELPER_TAKEN)
+                              and _take_helper(kind != SPLIT_ONE_BLAS_THREAD)
+                              == HELPER_TAKEN)
+                    if kind == SPLIT_ONE_BLAS_THREAD:
+                        blas_threads = _blas_hold_one_thread()
                     if halves and is_float:
                         _predict_split(&p, <const float *>(x + start * self.n_in * itemsize),
                                        <float *>params, <float *>work,
@@ -1429,6 +1482,8 @@ cdef class Plan:
                         _predict(&p, <const double *>(x + start * self.n_in * itemsize),
                                  <double *>params, <double *>work,
                                  <double *>(y + start * self.n_out * itemsize))
+                    if kind == SPLIT_ONE_BLAS_THREAD:
+                        _blas_release_threads(blas_threads)
                     if helper:
                         tc_split_end()
             return OK
