@@ -27,5 +27,5 @@ cdef bint _gemm_is_small(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
 
 cdef int _blas_threads() noexcept nogil
 cdef bint _blas_can_hold_one_thread() noexcept nogil
-cdef int _blas_hold_one_thread() noexcept nogil
-cdef void _blas_release_threads(int count) noexcept nogil
+cdef void _blas_hold_one_thread() noexcept nogil
+cdef void _blas_release_threads() noexcept nogil

@@ -535,7 +535,6 @@ _SET_THREAD_COUNT_SYMBOLS = tuple(name.replace("_get_", "_set_")
 cdef PyThread_type_lock _blas_lock = NULL
 cdef blas_thread_count_function _blas_thread_count = NULL
 cdef blas_set_thread_count_function _blas_set_thread_count = NULL
-cdef int _held_count = 0    # while a split step holds the BLAS to one thread: the count after
 
 
 def _find_blas_function(names):
@@ -567,16 +566,17 @@ def _new_blas_lock():
     """Give this module a fresh, released lock (at import, and in the child
     of a fork: a lock held by a thread that the child does not have would
     never be released; the old one is left allocated for the same reason).
-    A child forked while a split step held the BLAS to one thread gets the
-    count back."""
-    global _blas_lock, _held_count
+    A child forked while split steps held the BLAS to one thread (below)
+    has none of their threads: it gets the count back."""
+    global _blas_lock, tc_hold_count
     cdef PyThread_type_lock lock = PyThread_allocate_lock()
     if lock == NULL:
         raise MemoryError("could not allocate tinycore's BLAS lock")
     _blas_lock = lock
-    if _held_count > 0:
-        _blas_set_thread_count(_held_count)
-        _held_count = 0
+    if tc_hold_count > 0:
+        _blas_set_thread_count(tc_held_threads)
+        tc_hold_count = 0
+        tc_store(&tc_hold_generation, tc_load(&tc_hold_generation) + 1)
 
 
 _new_blas_lock()
@@ -597,51 +597,87 @@ cdef inline bint _blas_may_use_threads() noexcept nogil:
     return _blas_thread_count == NULL or _blas_thread_count() > 1
 
 
-cdef int _blas_threads() noexcept nogil:
-    """The threads the BLAS may split a product across, or -1 if it cannot
-    be asked (not OpenBLAS): while a split step holds it to one thread
-    (below), the count it gives back after."""
-    if _blas_thread_count == NULL:
-        return -1
-    return _held_count if _held_count > 0 else _blas_thread_count()
-
-
 # A split training step (_plan.pyx) runs each half of the batch on its own
 # thread with one-thread BLAS products.  OpenBLAS's thread count is one
 # variable for the whole process (no per-thread count in its pthreads
-# builds), so the step sets it to 1 for its own length and back after.  It
-# holds the BLAS lock meanwhile: no threaded product of tinycore's is under
-# way, and any that another thread begins sees the count of 1 and runs on
-# its caller's thread (only slower).  Setting the count takes about 0.2 us.
-# _blas_threads() meanwhile gives the count to come back, so that what a
-# plan in another thread decides from it (how to split its step) does not
-# change with this one's steps.  A count set by other means during the
-# step (threadpoolctl in another thread) is overwritten when it ends.
+# builds), so the step holds it at 1 for its own length: the first of the
+# steps holding it at once sets 1, the last gives the count back (setting
+# it takes about 0.2 us).  No threaded product of tinycore's (which holds
+# the BLAS lock) is under way meanwhile, and any that another thread begins
+# sees the count of 1 and runs on its caller's thread (only slower).  A
+# count set by other means during the steps (threadpoolctl in another
+# thread) is overwritten when they end.
+#
+# _blas_threads() gives the count to come back while the BLAS is held, so
+# that what a plan in another thread decides from it (how to split its
+# step) does not change with this one's steps.  It reads without the lock
+# (a threaded product holds that for milliseconds): the generation is odd
+# while held, made odd before the count drops and even after it is back, so
+# a reader that sees the same generation before and after its read saw a
+# count of one state, and tries again otherwise.
+cdef extern from *:
+    """
+    static int tc_hold_generation = 0;  /* odd while split steps hold the BLAS */
+    static int tc_hold_count = 0;       /* how many (under the BLAS lock) */
+    static int tc_held_threads = 0;     /* the count given back after */
+    static inline int tc_load(int *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+    static inline void tc_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+    """
+    int tc_hold_generation
+    int tc_hold_count
+    int tc_held_threads
+    int tc_load(int *p) nogil
+    void tc_store(int *p, int v) nogil
+
+
+cdef int _blas_threads() noexcept nogil:
+    """The threads the BLAS may split a product across, or -1 if it cannot
+    be asked (not OpenBLAS); while split steps hold it to one thread, the
+    count it gets back after."""
+    cdef int generation, count
+    if _blas_thread_count == NULL:
+        return -1
+    while True:
+        generation = tc_load(&tc_hold_generation)
+        if generation & 1:
+            count = tc_load(&tc_held_threads)
+        else:
+            count = _blas_thread_count()
+        if tc_load(&tc_hold_generation) == generation:
+            return count
+
 
 cdef bint _blas_can_hold_one_thread() noexcept nogil:
     """Whether :func:`_blas_hold_one_thread` can set the BLAS's thread count."""
     return _blas_thread_count != NULL and _blas_set_thread_count != NULL
 
 
-cdef int _blas_hold_one_thread() noexcept nogil:
-    """Take the BLAS lock and set the BLAS to one thread, until
-    :func:`_blas_release_threads` with the count returned.  Requires
-    :func:`_blas_can_hold_one_thread`; the caller must make no threaded
-    product meanwhile (with a count of 1, :func:`_gemm` takes no lock)."""
-    cdef int count
-    global _held_count
+cdef void _blas_hold_one_thread() noexcept nogil:
+    """Hold the BLAS to one thread until :func:`_blas_release_threads`.
+
+    Requires :func:`_blas_can_hold_one_thread`.  Waits for a threaded
+    product under way; products made meanwhile run on one thread (with a
+    count of 1, :func:`_gemm` takes no lock).
+    """
+    global tc_hold_count
     PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
-    count = _blas_thread_count()
-    _held_count = count
-    _blas_set_thread_count(1)
-    return count
+    if tc_hold_count == 0:
+        tc_store(&tc_held_threads, _blas_thread_count())
+        tc_store(&tc_hold_generation, tc_load(&tc_hold_generation) + 1)    # odd
+        _blas_set_thread_count(1)
+    tc_hold_count += 1
+    PyThread_release_lock(_blas_lock)
 
 
-cdef void _blas_release_threads(int count) noexcept nogil:
-    """Give the BLAS back ``count`` threads and release the BLAS lock."""
-    global _held_count
-    _blas_set_thread_count(count)
-    _held_count = 0
+cdef void _blas_release_threads() noexcept nogil:
+    """End a :func:`_blas_hold_one_thread`: the last one gives the BLAS
+    its threads back."""
+    global tc_hold_count
+    PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
+    tc_hold_count -= 1
+    if tc_hold_count == 0:
+        _blas_set_thread_count(tc_load(&tc_held_threads))
+        tc_store(&tc_hold_generation, tc_load(&tc_hold_generation) + 1)    # even
     PyThread_release_lock(_blas_lock)
 
 

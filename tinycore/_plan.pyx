@@ -1323,7 +1323,6 @@ cdef class Plan:
         cdef SplitKind kind = _split_kind(p, is_float)
         cdef bint halves = kind != SPLIT_NONE
         cdef bint one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD
-        cdef int blas_threads = 0
         cdef bint allowed = halves and _helper_allowed(self.n_cpus)
         cdef bint helper = allowed and self._helper_pays(p.batch)
         cdef void *partial = NULL
@@ -1346,7 +1345,7 @@ cdef class Plan:
                 helper = taken == HELPER_TAKEN
             started = tc_now_ns()
             if one_blas_thread:
-                blas_threads = _blas_hold_one_thread()
+                _blas_hold_one_thread()
             if halves and is_float:
                 value = _train_split(p, <const float *>x, <const float *>t, labels,
                                      <float *>params, <float *>grads, <float *>partial,
@@ -1366,7 +1365,7 @@ cdef class Plan:
                                <double *>params, <double *>grads, <double *>work,
                                rule, count, guard, &n_correct, &bad_layer)
             if one_blas_thread:
-                _blas_release_threads(blas_threads)
+                _blas_release_threads()
             if helper:
                 tc_split_end()
             started = tc_now_ns() - started
@@ -1441,7 +1440,6 @@ cdef class Plan:
         cdef bint is_float = self.typenum == cnp.NPY_FLOAT32
         cdef SplitKind kind
         cdef bint halves, helper
-        cdef int blas_threads = 0
         if self.busy:
             return BUSY
         self.busy = True
@@ -1465,7 +1463,7 @@ cdef class Plan:
                               and _take_helper(kind != SPLIT_ONE_BLAS_THREAD)
                               == HELPER_TAKEN)
                     if kind == SPLIT_ONE_BLAS_THREAD:
-                        blas_threads = _blas_hold_one_thread()
+                        _blas_hold_one_thread()
                     if halves and is_float:
                         _predict_split(&p, <const float *>(x + start * self.n_in * itemsize),
                                        <float *>params, <float *>work,
@@ -1483,7 +1481,7 @@ cdef class Plan:
                                  <double *>params, <double *>work,
                                  <double *>(y + start * self.n_out * itemsize))
                     if kind == SPLIT_ONE_BLAS_THREAD:
-                        _blas_release_threads(blas_threads)
+                        _blas_release_threads()
                     if helper:
                         tc_split_end()
             return OK
