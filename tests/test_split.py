@@ -51,6 +51,35 @@ def _train(model, X, y, steps):
     return [model.train_step(X, y) for _ in range(steps)]
 
 
+def _assert_matches_the_per_layer_path(make_model, X, y, batch, grad_rtol):
+    # float64, against the per-layer path (no plan): the backpropagation
+    # that tests/test_gradcheck.py checks by finite differences.
+    split, reference = make_model(), make_model()
+    reference._plan = None
+    assert split._plan.splits(batch)
+    for _ in range(3):
+        assert split.train_step(X, y) == pytest.approx(reference.train_step(X, y), rel=1e-13)
+    assert_allclose(split.grad_buffer, reference.grad_buffer, rtol=grad_rtol, atol=1e-13)
+    assert_allclose(split.param_buffer, reference.param_buffer, rtol=1e-12, atol=1e-14)
+
+
+def _assert_trained_at_once_as_alone(make_model, X, y, steps):
+    # Two models (seeds 1 and 2) trained in two threads at once must end
+    # where each ends trained alone.
+    alone = [make_model(seed) for seed in (1, 2)]
+    for model in alone:
+        _train(model, X, y, steps)
+    together = [make_model(seed) for seed in (1, 2)]
+    threads = [threading.Thread(target=_train, args=(model, X, y, steps))
+               for model in together]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for a, b in zip(alone, together):
+        assert_array_equal(b.param_buffer, a.param_buffer)
+
+
 @pytest.fixture
 def split_threads(blas_threads):
     """Two BLAS threads (a split is allowed); back to the original after."""
@@ -175,18 +204,10 @@ def test_a_step_that_finds_the_helper_asleep_runs_alone_and_wakes_it(split_threa
 
 
 def test_split_step_matches_reference_gradient(split_threads, rng):
-    # float64, against the per-layer path (no plan): the backpropagation
-    # that tests/test_gradcheck.py checks by finite differences.
     X = rng.normal(size=(BATCH, SIZES[0]))
     y = rng.integers(0, SIZES[-1], BATCH)
-    split = _model(CASES[0][0], "float64", "cross_entropy")
-    reference = _model(CASES[0][0], "float64", "cross_entropy")
-    reference._plan = None
-    assert split._plan.splits(BATCH)
-    for _ in range(3):
-        assert split.train_step(X, y) == pytest.approx(reference.train_step(X, y), rel=1e-13)
-    assert_allclose(split.grad_buffer, reference.grad_buffer, rtol=1e-11, atol=1e-13)
-    assert_allclose(split.param_buffer, reference.param_buffer, rtol=1e-12, atol=1e-14)
+    _assert_matches_the_per_layer_path(
+        lambda: _model(CASES[0][0], "float64", "cross_entropy"), X, y, BATCH, grad_rtol=1e-11)
 
 
 def test_diverged_split_step_leaves_parameters_unchanged(split_threads, rng):
@@ -204,20 +225,11 @@ def test_diverged_split_step_leaves_parameters_unchanged(split_threads, rng):
 
 def test_two_models_in_two_threads_train_as_they_would_alone(split_threads, rng):
     # One of them holds the helper at a time; the other takes both halves
-    # on its own thread meanwhile.  Both must end where they end alone.
+    # on its own thread meanwhile.
     X = rng.normal(size=(BATCH, SIZES[0]))
     y = rng.integers(0, SIZES[-1], BATCH)
-    alone = [_model(CASES[0][0], "float64", "cross_entropy", seed=s) for s in (1, 2)]
-    for model in alone:
-        _train(model, X, y, 200)
-    together = [_model(CASES[0][0], "float64", "cross_entropy", seed=s) for s in (1, 2)]
-    threads = [threading.Thread(target=_train, args=(model, X, y, 200)) for model in together]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for a, b in zip(alone, together):
-        assert_array_equal(b.param_buffer, a.param_buffer)
+    _assert_trained_at_once_as_alone(
+        lambda seed: _model(CASES[0][0], "float64", "cross_entropy", seed=seed), X, y, 200)
 
 
 def test_split_step_in_a_forked_child(split_threads, rng):
@@ -316,14 +328,8 @@ def test_a_blas_sized_step_changes_no_bit_with_the_helper(dtype, rng, split_thre
 
 def test_a_blas_sized_split_step_matches_reference_gradient(split_threads, rng):
     X, y = _blas_sized_batch(rng, np.float64)
-    split = _blas_sized_model("float64")
-    reference = _blas_sized_model("float64")
-    reference._plan = None                   # the per-layer path
-    assert split._plan.splits(BLAS_BATCH)
-    for _ in range(3):
-        assert split.train_step(X, y) == pytest.approx(reference.train_step(X, y), rel=1e-13)
-    assert_allclose(split.grad_buffer, reference.grad_buffer, rtol=1e-10, atol=1e-13)
-    assert_allclose(split.param_buffer, reference.param_buffer, rtol=1e-12, atol=1e-14)
+    _assert_matches_the_per_layer_path(
+        lambda: _blas_sized_model("float64"), X, y, BLAS_BATCH, grad_rtol=1e-10)
 
 
 def test_two_blas_sized_models_in_two_threads_train_as_they_would_alone(split_threads, rng):
@@ -331,16 +337,6 @@ def test_two_blas_sized_models_in_two_threads_train_as_they_would_alone(split_th
     # (and split its step the same way), and must not make a threaded
     # product: either would change its bits.
     X, y = _blas_sized_batch(rng, np.float32)
-    alone = [_blas_sized_model("float32", seed=s) for s in (1, 2)]
-    for model in alone:
-        _train(model, X, y, 60)
-    together = [_blas_sized_model("float32", seed=s) for s in (1, 2)]
-    threads = [threading.Thread(target=_train, args=(model, X, y, 60)) for model in together]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for a, b in zip(alone, together):
-        assert_array_equal(b.param_buffer, a.param_buffer)
+    _assert_trained_at_once_as_alone(
+        lambda seed: _blas_sized_model("float32", seed=seed), X, y, 60)
     assert _openblas_threads() == [2]
-

@@ -574,9 +574,8 @@ def _new_blas_lock():
         raise MemoryError("could not allocate tinycore's BLAS lock")
     _blas_lock = lock
     if tc_hold_count > 0:
-        _blas_set_thread_count(tc_held_threads)
         tc_hold_count = 0
-        tc_store(&tc_hold_generation, tc_load(&tc_hold_generation) + 1)
+        _give_threads_back()
 
 
 _new_blas_lock()
@@ -676,9 +675,14 @@ cdef void _blas_release_threads() noexcept nogil:
     PyThread_acquire_lock(_blas_lock, WAIT_LOCK)
     tc_hold_count -= 1
     if tc_hold_count == 0:
-        _blas_set_thread_count(tc_load(&tc_held_threads))
-        tc_store(&tc_hold_generation, tc_load(&tc_hold_generation) + 1)    # even
+        _give_threads_back()
     PyThread_release_lock(_blas_lock)
+
+
+cdef void _give_threads_back() noexcept nogil:
+    # The count from before the holds, then the generation even again.
+    _blas_set_thread_count(tc_load(&tc_held_threads))
+    tc_store(&tc_hold_generation, tc_load(&tc_hold_generation) + 1)
 
 
 # BLAS is column-major and tinycore's arrays are row-major (C order).  A
