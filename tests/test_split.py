@@ -161,6 +161,25 @@ def test_the_plan_measures_both_ways_and_uses_the_helper(split_threads, rng):
     assert _plan._helper_counts()[0] - posted >= 2 * 4
 
 
+def test_the_plans_first_step_with_the_helper_is_not_a_sample(split_threads, rng):
+    # That step first touches the second half's gradients (and may start
+    # the thread): T3's took 3-4 times a later one's.  Taken as the
+    # helper's first mean, it sent the next hundred steps alone.
+    model = _model(CASES[0][0], "float32", "cross_entropy")
+    X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], BATCH)
+    posted = _plan._helper_counts()[0]
+    deadline = time.perf_counter() + 1.0
+    while _plan._helper_counts()[0] == posted and time.perf_counter() < deadline:
+        model.train_step(X, y)      # (a step that finds it asleep runs alone)
+    assert _plan._helper_counts()[0] > posted
+    assert model._plan.helper_costs()[1] == 0.0
+    # Still unmeasured, the helper is taken again, and that step counts.
+    while model._plan.helper_costs()[1] == 0.0 and time.perf_counter() < deadline:
+        model.train_step(X, y)
+    assert model._plan.helper_costs()[1] > 0.0
+
+
 def _tries_of_the_slower_way(plan, alone_ns, helper_ns, steps):
     # The steps (counted from 1) on which the plan, its running means held
     # at these, would take the slower way.

@@ -1054,6 +1054,7 @@ cdef class Plan:
     cdef int probe_every              # steps between the tries, now
     cdef bint chose_helper            # which way the running means favoured last
     cdef bint retry_helper            # the helper was asleep: try it next step
+    cdef bint helper_warm             # a step of this plan has had the helper
 
     def __cinit__(self, list layer_table, cnp.ndarray params, cnp.ndarray grads,
                   int loss_kind):
@@ -1107,6 +1108,7 @@ cdef class Plan:
         self.probe_every = _PROBE_FIRST
         self.chose_helper = True
         self.retry_helper = False
+        self.helper_warm = False
 
     def __dealloc__(self):
         PyMem_Free(self.layers)
@@ -1164,7 +1166,8 @@ cdef class Plan:
 
         Measured as the plan goes (running means of both ways, for one batch
         size): on a machine whose second core is busy or shared the helper
-        can cost more than it saves.  Each way is tried first, then the one
+        can cost more than it saves.  Each way is tried first (the helper's
+        first step for this plan is not counted: see _run), then the one
         not in use every _PROBE_FIRST steps; while the helper holds the
         choice, every twice as many steps each time (up to _PROBE_LONGEST).
         A step alone amid the helper's costs 26 us more than T5's 41 on a
@@ -1372,7 +1375,15 @@ cdef class Plan:
             if tracking and bad_layer < 0:
                 # In the same GIL-free stretch: tracking adds no call.
                 _accumulate_stats(p, is_float, params, grads, work, sgd_lr, sums, counts)
-        if allowed:
+        if allowed and helper and not self.helper_warm:
+            # Not a sample: the plan's first step with the helper first
+            # touches the second half's gradients, and may start the thread
+            # (and its BLAS buffers).  T3's took 3.0-3.7 ms against 0.9 on a
+            # 2-core Zen 4; as the helper's first mean, it sent the steps
+            # alone (1.6 ms) for the 100-150 ms the tries took to bring it
+            # back down.
+            self.helper_warm = True
+        elif allowed:
             self._record_half_cost(helper, <double>started)
         self.retry_helper = taken == HELPER_WOKEN
         self.last_loss = value
