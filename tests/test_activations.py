@@ -387,13 +387,19 @@ def test_nan_and_inf_raise(bad, fn, dtype):
         call()
 
 
-@pytest.mark.parametrize("position", [0, 2047, 2048, 4095, 5000, 6143])
-@pytest.mark.parametrize("fn", ["linear", "step_grad", "softmax", "softmax_grad"])
+_ELEMENTWISE = [name for name in act.NAMES if name != "softmax"]
+
+
+@pytest.mark.parametrize("position", [0, 2047, 2048, 4095, 5000, 6143, 6149])
+@pytest.mark.parametrize("fn", _ELEMENTWISE + [f"{name}_grad" for name in _ELEMENTWISE]
+                         + ["softmax", "softmax_grad"])
 def test_nan_and_inf_raise_wherever_they_are(position, fn, dtype):
-    # The kernels check the input in chunks of 2048 elements as they read
-    # it: a bad value in any chunk, at either edge of one, is an error.
+    # The kernels check the input as they read it: sigmoid, tanh and softmax
+    # in chunks of 2048 elements, the others in their one loop.  A bad value
+    # anywhere, at either edge of a chunk or in the last, partial vector of
+    # the loop (6150 elements are no whole number of vectors), is an error.
     for bad in (np.nan, np.inf, -np.inf):
-        z = np.linspace(-3, 3, 6144).astype(dtype).reshape(48, 128)
+        z = np.linspace(-3, 3, 6150).astype(dtype).reshape(50, 123)
         z.flat[position] = bad
         call = {"softmax_grad": lambda: act.softmax_grad(z, np.ones_like(z))}.get(
             fn, lambda: getattr(act, fn)(z))

@@ -75,6 +75,38 @@ cdef inline floating _tanh(floating z) noexcept nogil:
         return tanh(z)
 
 
+# The activations whose arithmetic costs less than moving their data.  Each
+# side of a select is computed first: a select of two values, not a branch
+# over arithmetic, is what the compiler may vectorise.
+
+cdef inline floating _relu(floating z) noexcept nogil:
+    return z if z > 0 else 0
+
+
+cdef inline floating _relu_grad(floating z) noexcept nogil:
+    return 1 if z > 0 else 0                # 0 at z == 0, by convention
+
+
+cdef inline floating _leaky_relu(floating z, floating slope) noexcept nogil:
+    cdef floating scaled = slope * z
+    return z if z > 0 else scaled
+
+
+cdef inline floating _leaky_relu_grad(floating z, floating slope) noexcept nogil:
+    return 1 if z > 0 else slope            # alpha at z == 0
+
+
+cdef inline floating _step(floating z) noexcept nogil:
+    return 1 if z >= 0 else 0
+
+
+cdef inline bint _not_finite(floating z) noexcept nogil:
+    # z - z is 0 for finite z and NaN for inf or NaN.  In a loop bound by
+    # memory the comparison costs nothing (unlike in a pass of its own: see
+    # _all_finite).
+    return not (z - z == 0)
+
+
 # ---------------------------------------------------------------------------
 # Row loops (pointer level, no Python objects)
 # ---------------------------------------------------------------------------
@@ -100,7 +132,6 @@ cdef void _apply(Activation act, double alpha, const floating *z, floating *a,
     """
     cdef Py_ssize_t i
     cdef floating slope = <floating>alpha
-    cdef floating scaled
     if act == SIGMOID:
         for i in range(n):
             a[i] = _sigmoid(z[i])
@@ -109,14 +140,13 @@ cdef void _apply(Activation act, double alpha, const floating *z, floating *a,
             a[i] = _tanh(z[i])
     elif act == RELU:
         for i in range(n):
-            a[i] = z[i] if z[i] > 0 else 0
+            a[i] = _relu(z[i])
     elif act == LEAKY_RELU:
         for i in range(n):
-            scaled = slope * z[i]
-            a[i] = z[i] if z[i] > 0 else scaled
+            a[i] = _leaky_relu(z[i], slope)
     elif act == STEP:
         for i in range(n):
-            a[i] = 1 if z[i] >= 0 else 0
+            a[i] = _step(z[i])
     elif a != z:          # LINEAR
         for i in range(n):
             a[i] = z[i]
@@ -138,10 +168,10 @@ cdef void _derivative(Activation act, double alpha, const floating *z, floating 
             out[i] = <floating>1 - s * s
     elif act == RELU:
         for i in range(n):
-            out[i] = 1 if z[i] > 0 else 0        # 0 at z == 0, by convention
+            out[i] = _relu_grad(z[i])
     elif act == LEAKY_RELU:
         for i in range(n):
-            out[i] = 1 if z[i] > 0 else slope    # alpha at z == 0
+            out[i] = _leaky_relu_grad(z[i], slope)
     elif act == STEP:
         for i in range(n):
             out[i] = 0                            # flat everywhere: nothing to learn from
@@ -232,15 +262,72 @@ cdef enum:
     CHUNK = 2048
 
 
+cdef bint _cheap_checked(bint derivative, Activation act, floating slope,
+                         const floating *z, floating *out, Py_ssize_t n) noexcept nogil:
+    """out = act(z), or act'(z) with ``derivative``, for linear, ReLU, leaky
+    ReLU and step, checking z in the same loop; whether z was all finite.
+
+    These loops are bound by memory: reading a chunk again from L1 to check
+    it cost a quarter of their time (256 x 1024 float32 on one Zen 4 core,
+    in a C loop: 27-29 us against 21.5 us checked in the same loop, which
+    is memcpy's time).
+    """
+    cdef Py_ssize_t i
+    cdef floating x
+    cdef int bad = 0
+    if act == RELU and derivative:
+        for i in range(n):
+            x = z[i]
+            out[i] = _relu_grad(x)
+            bad |= _not_finite(x)
+    elif act == RELU:
+        for i in range(n):
+            x = z[i]
+            out[i] = _relu(x)
+            bad |= _not_finite(x)
+    elif act == LEAKY_RELU and derivative:
+        for i in range(n):
+            x = z[i]
+            out[i] = _leaky_relu_grad(x, slope)
+            bad |= _not_finite(x)
+    elif act == LEAKY_RELU:
+        for i in range(n):
+            x = z[i]
+            out[i] = _leaky_relu(x, slope)
+            bad |= _not_finite(x)
+    elif act == STEP and not derivative:
+        for i in range(n):
+            x = z[i]
+            out[i] = _step(x)
+            bad |= _not_finite(x)
+    elif act == STEP:           # its derivative: 0 whatever z
+        for i in range(n):
+            out[i] = 0
+            bad |= _not_finite(z[i])
+    elif derivative:            # LINEAR's: 1 whatever z
+        for i in range(n):
+            out[i] = 1
+            bad |= _not_finite(z[i])
+    else:                       # LINEAR
+        for i in range(n):
+            x = z[i]
+            out[i] = x
+            bad |= _not_finite(x)
+    return not bad
+
+
 cdef bint _elementwise_checked(bint derivative, Activation act, double alpha,
                                const floating *z, floating *out,
                                Py_ssize_t n) noexcept nogil:
-    """out = act(z), or act'(z) with ``derivative``, a chunk at a time.
+    """out = act(z), or act'(z) with ``derivative``; sigmoid and tanh a chunk
+    at a time (see CHUNK), the others in one checked loop.
 
     Returns whether every element of z was finite (if not, out holds garbage).
     """
     cdef Py_ssize_t start = 0, size
     cdef bint finite = True
+    if act != SIGMOID and act != TANH:
+        return _cheap_checked(derivative, act, <floating>alpha, z, out, n)
     while start < n:
         size = min(<Py_ssize_t>CHUNK, n - start)
         if derivative:

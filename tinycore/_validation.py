@@ -7,6 +7,7 @@ labels in range, and C-contiguous memory.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -53,7 +54,7 @@ def check_real(value, name: str, *, low=None, low_inclusive=True) -> float:
     except OverflowError:        # an int beyond the float range, such as 10**400
         raise ValueError(f"{name} must be finite, got an integer of "
                          f"{len(str(abs(value)))} digits") from None
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None:
         if (value < low) if low_inclusive else (value <= low):
@@ -117,14 +118,21 @@ def as_float_array(data, dtype: np.dtype, name: str, *, ndim: int | None = 2,
         )
     if array.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {array.shape}); at least one sample is needed")
-    if any(dim > BLAS_INT_MAX for dim in array.shape):
+    # A dimension past the limit makes the size larger still, unless another
+    # dimension is 0: the common case asks two numbers, not every dimension.
+    if ((array.size > BLAS_INT_MAX or array.size == 0)
+            and any(dim > BLAS_INT_MAX for dim in array.shape)):
         raise ValueError(f"{name} has a dimension larger than {BLAS_INT_MAX}: {array.shape}")
-    # Converting first means a float64 value too large for float32 is caught
-    # as the infinity it becomes (quietly: the error below says it better
-    # than NumPy's overflow warning).  order="C" keeps 0-d arrays 0-d, where
-    # np.ascontiguousarray would make them 1-D.
-    with np.errstate(over="ignore", invalid="ignore"):
-        converted = _behaved(np.asarray(array, dtype=dtype, order="C"))
+    if array.dtype == dtype and array.flags.c_contiguous:
+        converted = array       # nothing to convert (saves the errstate's ~1 us a call)
+    else:
+        # Converting first means a float64 value too large for float32 is
+        # caught as the infinity it becomes (quietly: the error below says it
+        # better than NumPy's overflow warning).  order="C" keeps 0-d arrays
+        # 0-d, where np.ascontiguousarray would make them 1-D.
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = np.asarray(array, dtype=dtype, order="C")
+    converted = _behaved(converted)
     if check_finite and not all_finite(converted):
         raise not_finite_error(name, dtype)
     return converted
