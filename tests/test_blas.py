@@ -151,7 +151,9 @@ def test_sigmoid_from_threads_is_identical(dtype, rng):
 # a lock around a BLAS call while the library may use several threads.  The
 # tests hold that lock themselves and watch whether a product waits for it.
 
-BLAS_SHAPE = (256, 256, 256)    # (m, n, k): past the crossover, so BLAS
+# (m, n, k): past the crossover, and too few rows for tiles on one BLAS
+# thread, so BLAS at any thread count.
+BLAS_SHAPE = (4, 512, 1024)
 
 
 def _start_products(dtype, rng):
@@ -213,10 +215,10 @@ def test_blas_lock_is_free_in_a_forked_child_while_held():
         if pid == 0:        # the child: a BLAS product must not wait forever
             code = 1
             try:
-                a = np.ones(BLAS_SHAPE[:2])
-                c = np.empty(BLAS_SHAPE[:2])
+                a = np.ones((256, 256))         # float64: BLAS at any thread count
+                c = np.empty((256, 256))
                 _blas._gemm_memview(False, False, 1.0, a, a, 0.0, c)
-                code = 0 if np.all(c == BLAS_SHAPE[2]) else 2
+                code = 0 if np.all(c == 256) else 2
             finally:
                 os._exit(code)
     finally:
@@ -263,6 +265,70 @@ def test_kernel_is_the_in_order_sum_bit_for_bit(dtype, rng, trans_a, trans_b, al
     np.testing.assert_allclose(c, exact, **TOL[dtype])
 
 
+# Sums longer than one panel of B (KMAX steps) go on from the sums so far,
+# kept in C between blocks of p: the same steps as one pass.  Shapes at the
+# tiles' edges (7, 9, 33 rows; 3, 70 columns), one step past a panel, and
+# T3's first layer (784 inputs, in blocks of 196).
+LONG_SHAPES = [(9, 70, KMAX + 1), (7, 33, 600), (33, 3, 513), (64, 40, 784)]
+
+
+@pytest.mark.parametrize("shape", LONG_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_kernel_takes_long_sums_in_blocks_bit_for_bit(dtype, rng, trans_a, trans_b, alpha,
+                                                      shape):
+    m, n, k = shape
+    a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+    expected = _in_order_reference(trans_a, trans_b, alpha, a, b, 0.0, c)
+    c[...] = np.nan
+    _blas._small_gemm_memview(trans_a, trans_b, alpha, a, b, 0.0, c)
+    np.testing.assert_array_equal(c, expected)
+    np.testing.assert_allclose(c, _expected(trans_a, trans_b, alpha, a, b, 0.0, c), **TOL[dtype])
+
+
+# On one BLAS thread the float32 tiles take products past the crossover too
+# (where they fuse their multiply-adds), for their exact bits; on two, BLAS.
+ONE_THREAD_SHAPES = [(64, 256, 784), (784, 256, 64), (64, 128, 256), (8, 16, 300)]
+
+
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_on_one_blas_thread_float32_products_take_the_tiles(dtype, rng, blas_threads,
+                                                            trans_a, trans_b):
+    float32 = dtype == np.float32
+    tiles = float32 and _blas._tile_fuses()
+    for m, n, k in ONE_THREAD_SHAPES:
+        blas_threads(2)
+        assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, m, n, k)
+        blas_threads(1)
+        assert _blas._gemm_uses_kernel(float32, trans_a, trans_b, m, n, k) == tiles
+        # ... but not C's own values on top of more than one panel, nor
+        # fewer rows than a tall tile.
+        assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, m, n, KMAX + 1, 1.0)
+        assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, 4, 1024, 600)
+        a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+        c[...] = np.nan
+        _blas._gemm_memview(trans_a, trans_b, 1.0, a, b, 0.0, c)
+        if tiles:
+            np.testing.assert_array_equal(
+                c, _in_order_reference(trans_a, trans_b, 1.0, a, b, 0.0, c),
+                err_msg=str((m, n, k)))
+        np.testing.assert_allclose(c, _expected(trans_a, trans_b, 1.0, a, b, 0.0, c),
+                                   **TOL[dtype])
+
+
+def test_on_one_blas_thread_the_bias_is_added_as_the_tiles_are_stored(dtype, rng,
+                                                                      blas_threads):
+    blas_threads(1)
+    m, n, k = 64, 256, 784
+    a, b, _ = _operands(rng, dtype, m, n, k, False, False)
+    bias = rng.standard_normal(n).astype(dtype)
+    product = np.full((m, n), np.nan, dtype)
+    _blas._gemm_memview(False, False, 1.0, a, b, 0.0, product)
+    c = np.full((m, n), np.nan, dtype)
+    _blas._gemm_bias_memview(a, b, bias, c)
+    np.testing.assert_array_equal(c, product + bias)
+
+
 @pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
 def test_gemm_takes_the_kernel_bit_for_bit(dtype, rng, trans_a, trans_b):
     # Wherever _gemm takes the kernel, it gives the kernel's exact bits.
@@ -303,7 +369,8 @@ def test_shapes_cover_both_sides_of_the_crossover(dtype, trans_a, trans_b):
     assert sides == {True, False}, f"SIMD level {_blas._simd_level()}"
 
 
-def test_crossover_sends_what_the_kernel_cannot_take_to_blas():
+def test_crossover_sends_what_the_kernel_cannot_take_to_blas(blas_threads):
+    blas_threads(2)     # (on one BLAS thread, float32 tiles take more: see below)
     for float32 in (True, False):
         for trans_a, trans_b in itertools.product([False, True], repeat=2):
             assert not _blas._gemm_uses_kernel(float32, trans_a, trans_b, 4, 4, 0)
@@ -333,8 +400,13 @@ def test_kernel_with_padded_rows(dtype, rng, trans_a, trans_b):
 
 def test_kernel_rejects_what_it_cannot_take():
     a = np.ones((4, KMAX + 1))
-    with pytest.raises(ValueError, match="outside"):
-        _blas._small_gemm_memview(False, False, 1.0, a, np.ones((KMAX + 1, 4)), 0.0,
+    # Past one panel the sums so far wait in C, so C's own values cannot be
+    # added to them.
+    with pytest.raises(ValueError, match="beta = 0 past"):
+        _blas._small_gemm_memview(False, False, 1.0, a, np.ones((KMAX + 1, 4)), 1.0,
+                                  np.ones((4, 4)))
+    with pytest.raises(ValueError, match="k >= 1"):
+        _blas._small_gemm_memview(False, False, 1.0, np.ones((4, 0)), np.ones((0, 4)), 0.0,
                                   np.ones((4, 4)))
     with pytest.raises(ValueError, match="contiguous"):
         _blas._small_gemm_memview(False, False, 1.0, np.ones((4, 6))[:, ::2],

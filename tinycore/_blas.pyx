@@ -94,6 +94,9 @@ cdef extern from *:
     #define TC_GEMM_NR_D (2 * TC_VEC_BYTES / 8)
     #define TC_GEMM_NR_MAX 32
     #define TC_GEMM_KMAX 256
+    /* Longest panel of B read in place (when its rows hold the tile's
+       columns) rather than packed: see _tiled_gemm. */
+    #define TC_GEMM_IN_PLACE_K 32
     /* TC_MADD_T(x, v, s): s + x * v for a scalar x and vectors v, s.  Where
        the level has FMA (x86-64-v3 and v4, so also a -march=native build on
        such a CPU) it is one fused multiply-add, rounded once: the tile then
@@ -141,11 +144,16 @@ cdef extern from *:
        not NULL); without, the sums go to out[r * NR + j].  Requires k >= 1
        and, always, room for a tile at out (GCC cannot tell that a call with
        c never stores there, and warns if it may be NULL).
+       With init, the sums go on from init[r * ld_init + j] (a tile of sums
+       over the earlier p, as the same code stored them): sums longer than
+       one panel are taken a panel of p at a time, and come out as the same
+       bits as in one pass, every step rounded as it would be.
        One body for both precisions: the macro only names the element type. */
     #define TC_DEFINE_TILE(T, NAME, MR)                                         \\
     static inline void NAME(int k, const T *a, Py_ssize_t sa_i,                 \\
                             Py_ssize_t sa_p, int mr, const T *b,                \\
-                            Py_ssize_t sb, const T *bias, T *c,                 \\
+                            Py_ssize_t sb, const T *init,                       \\
+                            Py_ssize_t ld_init, const T *bias, T *c,            \\
                             Py_ssize_t ldc, T *out)                             \\
     {                                                                           \\
         typedef T vec __attribute__((vector_size(TC_VEC_BYTES)));               \\
@@ -157,13 +165,22 @@ cdef extern from *:
         int r, p;                                                               \\
         for (r = 0; r < MR; r++)                                                \\
             row[r] = a + (r < mr ? r : mr - 1) * sa_i;                          \\
-        b0 = *(const vec_u *)b;                                                 \\
-        b1 = *(const vec_u *)(b + W);                                           \\
-        for (r = 0; r < MR; r++) {                                              \\
-            sum[r][0] = row[r][0] * b0;                                         \\
-            sum[r][1] = row[r][0] * b1;                                         \\
+        if (init != NULL) {                                                     \\
+            for (r = 0; r < MR; r++) {                                          \\
+                sum[r][0] = *(const vec_u *)(init + r * ld_init);               \\
+                sum[r][1] = *(const vec_u *)(init + r * ld_init + W);           \\
+            }                                                                   \\
+            p = 0;                                                              \\
+        } else {                                                                \\
+            b0 = *(const vec_u *)b;                                             \\
+            b1 = *(const vec_u *)(b + W);                                       \\
+            for (r = 0; r < MR; r++) {                                          \\
+                sum[r][0] = row[r][0] * b0;                                     \\
+                sum[r][1] = row[r][0] * b1;                                     \\
+            }                                                                   \\
+            p = 1;                                                              \\
         }                                                                       \\
-        for (p = 1; p < k; p++) {                                               \\
+        for (; p < k; p++) {                                                    \\
             b0 = *(const vec_u *)(b + p * sb);                                  \\
             b1 = *(const vec_u *)(b + p * sb + W);                              \\
             TC_IN_REGISTER(b0);                                                 \\
@@ -284,18 +301,23 @@ cdef extern from *:
         TC_GEMM_NR_S        # columns of a tile, float32
         TC_GEMM_NR_D        # columns of a tile, float64
         TC_GEMM_NR_MAX      # the widest of them at any level
-        TC_GEMM_KMAX        # longest sum the kernel takes (size of a B panel)
+        TC_GEMM_KMAX        # longest panel of B (longer sums: in blocks of p)
+        TC_GEMM_IN_PLACE_K  # longest panel of B read in place
     void tc_tile_float(int k, const float *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
-                       const float *b, Py_ssize_t sb, const float *bias, float *c,
+                       const float *b, Py_ssize_t sb, const float *init,
+                       Py_ssize_t ld_init, const float *bias, float *c,
                        Py_ssize_t ldc, float *out) noexcept nogil
     void tc_tile_double(int k, const double *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
-                        const double *b, Py_ssize_t sb, const double *bias, double *c,
+                        const double *b, Py_ssize_t sb, const double *init,
+                        Py_ssize_t ld_init, const double *bias, double *c,
                         Py_ssize_t ldc, double *out) noexcept nogil
     void tc_tall_tile_float(int k, const float *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
-                            int mr, const float *b, Py_ssize_t sb, const float *bias,
+                            int mr, const float *b, Py_ssize_t sb, const float *init,
+                            Py_ssize_t ld_init, const float *bias,
                             float *c, Py_ssize_t ldc, float *out) noexcept nogil
     void tc_tall_tile_double(int k, const double *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
-                             int mr, const double *b, Py_ssize_t sb, const double *bias,
+                             int mr, const double *b, Py_ssize_t sb, const double *init,
+                             Py_ssize_t ld_init, const double *bias,
                              double *c, Py_ssize_t ldc, double *out) noexcept nogil
     void tc_pack_transposed_float(int k, const float *b, Py_ssize_t ldb,
                                   float *panel) noexcept nogil
@@ -311,7 +333,9 @@ cdef extern from *:
 # time / best time over the sweep: 1.016 (float32) and 1.022 (float64),
 # against 1.50 and 1.30 with BLAS always and 1.08 and 1.06 with the kernel
 # always.  Beyond about a million multiply-adds OpenBLAS wins: it packs A and
-# B into cache-sized blocks, which this kernel does not.  One table serves
+# B into cache-sized blocks, which this kernel then did not (it packs B's
+# longer panels since, and on one BLAS thread takes larger products: see
+# the next section; the line against two BLAS threads was not moved).  One table serves
 # every level, so that every level sends the same products to BLAS (a forced
 # baseline on an AVX2 CPU pays for this: its SSE2 tile meets OpenBLAS's AVX2
 # code).
@@ -348,19 +372,20 @@ cdef extern from *:
 
 cdef inline void _tile(bint tall, int k, const floating *a, Py_ssize_t sa_i,
                        Py_ssize_t sa_p, int mr, const floating *b, Py_ssize_t sb,
+                       const floating *init, Py_ssize_t ld_init,
                        const floating *bias, floating *c, Py_ssize_t ldc,
                        floating *out) noexcept nogil:
     # A tile of TC_GEMM_MR_TALL rows if ``tall``, else of TC_GEMM_MR.
     if floating is float:
         if tall:
-            tc_tall_tile_float(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+            tc_tall_tile_float(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
         else:
-            tc_tile_float(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+            tc_tile_float(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
     else:
         if tall:
-            tc_tall_tile_double(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+            tc_tall_tile_double(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
         else:
-            tc_tile_double(k, a, sa_i, sa_p, mr, b, sb, bias, c, ldc, out)
+            tc_tile_double(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
 
 
 cdef inline void _store_sums(const floating *sums, int NR, int mr, int nr,
@@ -397,16 +422,42 @@ cdef inline void _pack_panel(int k, int nr, int NR, const floating *b,
     # 2-core Xeon that took a 64x32x32 dZ W^T from 2.13 to 1.78 us (against
     # 1.8 for the untransposed product) and T5 from about 50 to 45 us.
     cdef int p, jj
+    cdef const floating *src
+    cdef floating *dst
     if floating is float:
         if sb_p == 1 and nr == NR:
             # A whole panel of a transposed B: by blocks in registers.
             tc_pack_transposed_float(k, b, sb_j, panel)
             return
+    if sb_j == 1:
+        # Rows of contiguous columns: a unit step the compiler can see, which
+        # it copies by vectors (with the step a variable it went element by
+        # element, and a 64x256x64 float32 product spent a fifth of its time
+        # packing: 80 GFLOP/s against 105 for one whose B needs no panel).
+        for p in range(k):
+            src = b + p * sb_p
+            dst = panel + p * NR
+            for jj in range(nr):
+                dst[jj] = src[jj]
+            for jj in range(nr, NR):
+                dst[jj] = 0
+        return
     for p in range(k):
         for jj in range(nr):
             panel[p * NR + jj] = b[p * sb_p + jj * sb_j]
         for jj in range(nr, NR):
             panel[p * NR + jj] = 0
+
+
+cdef inline void _load_sums(floating *sums, int NR, int mr, int nr, const floating *c,
+                            Py_ssize_t sc_i, Py_ssize_t sc_j) noexcept nogil:
+    # The sums so far of a tile at C's edge, back from C (as _store_sums
+    # stored them, alpha = 1, beta = 0), the tile's rows and columns past
+    # C's edge 0.
+    cdef int r, j
+    for r in range(TC_GEMM_MR_TALL):
+        for j in range(NR):
+            sums[r * NR + j] = c[r * sc_i + j * sc_j] if r < mr and j < nr else 0
 
 
 cdef void _tiled_gemm(int m, int n, int k, double alpha,
@@ -417,48 +468,76 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
     """C := alpha * A @ B + beta * C for strided A (m x k), B (k x n), C (m x n).
 
     Element [i, p] of A is ``a[i * sa_i + p * sa_p]``, and likewise for B and
-    C.  Requires 1 <= k <= TC_GEMM_KMAX (the size of the panel buffer).
-    ``bias`` (n values, or NULL) is added to every row of C; it requires
-    alpha = 1, beta = 0 and sc_j = 1.
+    C.  Requires k >= 1.  A sum longer than the panel buffer (TC_GEMM_KMAX)
+    is taken in blocks of p, C holding the sums so far between them, which
+    requires beta = 0.  ``bias`` (n values, or NULL) is added to every row of
+    C; it requires alpha = 1, beta = 0 and sc_j = 1.
     """
     cdef int NR = TC_GEMM_NR_S if floating is float else TC_GEMM_NR_D
     cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR_MAX]
     cdef floating sums[TC_GEMM_MR_TALL * TC_GEMM_NR_MAX]
     cdef const floating *bp
     cdef const floating *panel_bias = NULL
+    cdef const floating *tile_bias
+    cdef floating *c_tile
     cdef Py_ssize_t sb
     cdef bint whole_panel, plain = alpha == 1 and beta == 0 and sc_j == 1
-    cdef bint tall
-    cdef int i, j = 0, mr, nr, rows
+    cdef bint tall, first, last
+    cdef int i, j = 0, mr, nr, rows, pc, kc
+    # Blocks of p of equal length (784 = 4 x 196 rather than 3 x 256 + 16):
+    # a short last block would store and reload every tile for a few steps.
+    cdef int blocks = (k + TC_GEMM_KMAX - 1) // TC_GEMM_KMAX
+    cdef int block_k = (k + blocks - 1) // blocks
     while j < n:
         nr = min(NR, n - j)
         whole_panel = nr == NR
-        if sb_j == 1 and whole_panel:
-            bp = b + j              # B's rows already hold the NR columns
-            sb = sb_p
-        else:
-            _pack_panel(k, nr, NR, b + j * sb_j, sb_p, sb_j, panel)
-            bp = panel
-            sb = NR
         if bias != NULL:
             panel_bias = bias + j
-        i = 0
-        while i < m:
-            # Tall tiles while a whole one fits, then short ones: the rows
-            # past C's end that a tile computes (repeating its last row) are
-            # never more than a short tile's.
-            tall = m - i >= TC_GEMM_MR_TALL
-            rows = TC_GEMM_MR_TALL if tall else TC_GEMM_MR
-            mr = min(rows, m - i)
-            if plain and whole_panel and mr == rows:
-                # The common case: the sums go from registers straight to C.
-                _tile(tall, k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, panel_bias,
-                      c + i * sc_i + j, sc_i, sums)
+        pc = 0
+        while pc < k:
+            kc = min(block_k, k - pc)
+            first = pc == 0
+            last = pc + kc == k
+            if sb_j == 1 and whole_panel and (sb_p == NR or kc <= TC_GEMM_IN_PLACE_K):
+                # B's rows already hold the NR columns, and either lie end to
+                # end or are few: a longer strided panel maps its rows onto a
+                # few sets of the L1 cache, which then misses on them (an
+                # unpacked 64x256x256 product took 33 GFLOP/s on a Zen 4
+                # core, packed 110).
+                bp = b + pc * sb_p + j
+                sb = sb_p
             else:
-                _tile(tall, k, a + i * sa_i, sa_i, sa_p, mr, bp, sb, NULL, NULL, 0, sums)
-                _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias,
-                            c + i * sc_i + j * sc_j, sc_i, sc_j)
-            i += rows
+                _pack_panel(kc, nr, NR, b + pc * sb_p + j * sb_j, sb_p, sb_j, panel)
+                bp = panel
+                sb = NR
+            tile_bias = panel_bias if last else NULL
+            i = 0
+            while i < m:
+                # Tall tiles while a whole one fits, then short ones: the rows
+                # past C's end that a tile computes (repeating its last row)
+                # are never more than a short tile's.
+                tall = m - i >= TC_GEMM_MR_TALL
+                rows = TC_GEMM_MR_TALL if tall else TC_GEMM_MR
+                mr = min(rows, m - i)
+                if plain and whole_panel and mr == rows:
+                    # The common case: the sums go from registers straight
+                    # to C (and come back from C for the next block of p).
+                    c_tile = c + i * sc_i + j
+                    _tile(tall, kc, a + i * sa_i + pc * sa_p, sa_i, sa_p, mr, bp, sb,
+                          NULL if first else c_tile, sc_i, tile_bias, c_tile, sc_i, sums)
+                else:
+                    c_tile = c + i * sc_i + j * sc_j
+                    if not first:
+                        _load_sums(sums, NR, mr, nr, c_tile, sc_i, sc_j)
+                    _tile(tall, kc, a + i * sa_i + pc * sa_p, sa_i, sa_p, mr, bp, sb,
+                          NULL if first else sums, NR, NULL, NULL, 0, sums)
+                    if last:
+                        _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias,
+                                    c_tile, sc_i, sc_j)
+                    else:
+                        _store_sums(sums, NR, mr, nr, 1.0, 0.0, NULL, c_tile, sc_i, sc_j)
+                i += rows
+            pc += kc
         j += NR
 
 
@@ -466,7 +545,8 @@ cdef void _small_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int 
                       double alpha, const floating *a, int lda,
                       const floating *b, int ldb,
                       double beta, floating *c, int ldc) noexcept nogil:
-    """C := alpha * op(A) @ op(B) + beta * C by tiles; 1 <= k <= TC_GEMM_KMAX."""
+    """C := alpha * op(A) @ op(B) + beta * C by tiles; k >= 1, and beta = 0
+    if k > TC_GEMM_KMAX."""
     # op(A)[i, p] = a[i * a_i + p * a_p] and op(B)[p, j] = b[p * b_p + j * b_j].
     cdef Py_ssize_t a_i = 1 if trans_a == Trans else lda
     cdef Py_ssize_t a_p = lda if trans_a == Trans else 1
@@ -496,10 +576,47 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
             and work <= (TC_GEMM_W_NARROW_S if float32 else TC_GEMM_W_NARROW_D))
 
 
+# --- past the crossover, on one thread -----------------------------------------
+#
+# The crossover above weighs the tiles against a BLAS that may split a
+# product across threads.  Where it may not (held to one thread by a split
+# training step, or set to one), float32 tiles with fused multiply-adds take
+# every product of at least TC_GEMM_MIN_ROWS rows that they can take in
+# C's orientation or as C^T: with B packed into panels they run near the
+# core's peak.  On a 2-core Zen 4 EPYC (117 GFLOP/s of FMA per core), the
+# products of T3's halves (64-row) took 109, 114, 111, 114 and 92 GFLOP/s in
+# a C loop (fwd 64x784x256, dW 784x64x256, fwd 64x256x128, dW 256x64x128,
+# dX 64x128x256 NT), against 86, 95, 85, 87 and 84 through SciPy's OpenBLAS
+# (SkylakeX kernels, one thread); T4's (256x1024x2048 NN, 2048x256x2048 TN)
+# 103 and 105 against 96 and 102.  Fewer rows pay for a packed panel read
+# by too few tiles.  Level 1 has no FMA (and its tile half the width), so
+# it keeps to the crossover.
+cdef extern from *:
+    """
+    #define TC_GEMM_MIN_ROWS 8
+    """
+    enum:
+        TC_GEMM_MIN_ROWS    # rows of C (or of C^T) for a one-thread product in tiles
+
+
+cdef inline bint _use_tiles(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
+                            int m, int n, int k, double beta) noexcept nogil:
+    """Whether :func:`_gemm` takes this product in tiles (else one BLAS call)."""
+    if _use_small_gemm(float32, trans_a, trans_b, m, n, k):
+        return True
+    if not (float32 and TC_TILE_FMA) or k < 1 or (k > TC_GEMM_KMAX and beta != 0):
+        return False
+    if not (m >= TC_GEMM_MIN_ROWS and n >= TC_GEMM_WIDE
+            or n >= TC_GEMM_MIN_ROWS and trans_a == Trans and m >= TC_GEMM_WIDE):
+        return False        # (the shapes _small_gemm takes, as C or as C^T)
+    return not _blas_may_use_threads()
+
+
 cdef bint _gemm_is_small(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
                          int m, int n, int k) noexcept nogil:
     """Whether :func:`_gemm` and :func:`_gemm_bias` take the small-product
-    kernel for this product (else one BLAS call)."""
+    kernel for this product whatever the BLAS's thread count (else one BLAS
+    call, or, on one BLAS thread, maybe tiles: :func:`_use_tiles`)."""
     return _use_small_gemm(float32, trans_a, trans_b, m, n, k)
 
 
@@ -700,14 +817,15 @@ cdef void _gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
 
     ``lda``, ``ldb`` and ``ldc`` are the row strides (in elements) of A, B and C
     as stored.  With ``beta == 0`` C is overwritten and may hold garbage.
-    Small products take :func:`_small_gemm`, the others one BLAS call (under
-    the BLAS lock while the library may use several threads).
+    Small products take :func:`_small_gemm` (and, on one BLAS thread, larger
+    ones: :func:`_use_tiles`), the others one BLAS call (under the BLAS lock
+    while the library may use several threads).
     """
     cdef char ta = <char>trans_a
     cdef char tb = <char>trans_b
     cdef float alpha_f = <float>alpha
     cdef float beta_f = <float>beta
-    if _use_small_gemm(floating is float, trans_a, trans_b, m, n, k):
+    if _use_tiles(floating is float, trans_a, trans_b, m, n, k, beta):
         _small_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     # OpenBLAS runs a product this small on the calling thread whatever its
@@ -741,7 +859,7 @@ cdef void _gemm_bias(int m, int n, int k, const floating *a, int lda,
     cdef int i, j
     cdef floating *c_row
     if (bias != NULL and not (n < TC_GEMM_WIDE <= m)
-            and _use_small_gemm(floating is float, NoTrans, NoTrans, m, n, k)):
+            and _use_tiles(floating is float, NoTrans, NoTrans, m, n, k, 0.0)):
         _tiled_gemm(m, n, k, 1.0, a, lda, 1, b, ldb, 1, 0.0, bias, c, ldc, 1)
         return
     _gemm(NoTrans, NoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
@@ -836,15 +954,15 @@ cpdef void _small_gemm_memview(bint trans_a, bint trans_b, double alpha,
     """Test hook: :func:`_small_gemm` itself, whichever side of the crossover.
 
     Rows may be padded (a view such as ``big[:, :k]``: leading dimension
-    larger than the row), but each row must be contiguous.  Requires
-    1 <= k <= TC_GEMM_KMAX; shapes are otherwise not checked.
+    larger than the row), but each row must be contiguous.  Requires k >= 1,
+    and beta = 0 if k > TC_GEMM_KMAX; shapes are otherwise not checked.
     """
     cdef int m = c.shape[0]
     cdef int n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
     cdef Py_ssize_t size = sizeof(floating)
-    if not 1 <= k <= TC_GEMM_KMAX:
-        raise ValueError(f"k = {k} outside the kernel's 1..{TC_GEMM_KMAX}")
+    if k < 1 or (k > TC_GEMM_KMAX and beta != 0):
+        raise ValueError(f"k = {k}: the kernel takes k >= 1, and beta = 0 past {TC_GEMM_KMAX}")
     if ((a.shape[1] > 1 and a.strides[1] != size) or (b.shape[1] > 1 and b.strides[1] != size)
             or (c.shape[1] > 1 and c.strides[1] != size)):
         raise ValueError("rows must be contiguous")
@@ -855,10 +973,12 @@ cpdef void _small_gemm_memview(bint trans_a, bint trans_b, double alpha,
                     beta, &c[0, 0], <int>(c.strides[0] // size))
 
 
-def _gemm_uses_kernel(bint float32, bint trans_a, bint trans_b, int m, int n, int k):
-    """Test hook: whether :func:`_gemm` takes the small-product kernel (else BLAS)."""
-    return _use_small_gemm(float32, Trans if trans_a else NoTrans,
-                           Trans if trans_b else NoTrans, m, n, k)
+def _gemm_uses_kernel(bint float32, bint trans_a, bint trans_b, int m, int n, int k,
+                      double beta=0.0):
+    """Test hook: whether :func:`_gemm` takes the small-product kernel (else
+    BLAS), at the BLAS's thread count now."""
+    return _use_tiles(float32, Trans if trans_a else NoTrans,
+                      Trans if trans_b else NoTrans, m, n, k, beta)
 
 
 def _simd_level():
