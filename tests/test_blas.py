@@ -286,6 +286,31 @@ def test_kernel_takes_long_sums_in_blocks_bit_for_bit(dtype, rng, trans_a, trans
     np.testing.assert_allclose(c, _expected(trans_a, trans_b, alpha, a, b, 0.0, c), **TOL[dtype])
 
 
+# Large products pack B a block of panels at a time, take C's rows in blocks
+# and pack a transposed A into slivers: the same steps, so the same bits.
+# 259 x 520 x 300 crosses a column block (512) into a partial panel, a row
+# block (256) into short tiles, and a panel of p (two blocks of 150); the
+# narrow one (10 columns) is computed as C^T, through the tiles' sums.
+BLOCKED_SHAPES = [(259, 520, 300), (600, 10, 5600)]
+
+
+@pytest.mark.parametrize("shape", BLOCKED_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("trans_a, trans_b", list(itertools.product([False, True], repeat=2)))
+def test_kernel_blocks_large_products_bit_for_bit(dtype, rng, trans_a, trans_b, shape):
+    m, n, k = shape
+    assert m * n * k >= _blas._blocked_work()
+    a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
+    expected = _in_order_reference(trans_a, trans_b, 0.5, a, b, 0.0, c)
+    c[...] = np.nan
+    _blas._small_gemm_memview(trans_a, trans_b, 0.5, a, b, 0.0, c)
+    np.testing.assert_array_equal(c, expected)
+    # The packing buffer is one per thread: another thread's is the same.
+    from_thread = np.full_like(c, np.nan)
+    _run_threaded(lambda: _blas._small_gemm_memview(trans_a, trans_b, 0.5, a, b, 0.0,
+                                                    from_thread), n_jobs=1)
+    np.testing.assert_array_equal(from_thread, expected)
+
+
 # On one BLAS thread the float32 tiles take products past the crossover too
 # (where they fuse their multiply-adds), for their exact bits; on two, BLAS.
 ONE_THREAD_SHAPES = [(64, 256, 784), (784, 256, 64), (64, 128, 256), (8, 16, 300)]

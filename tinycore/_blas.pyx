@@ -16,6 +16,7 @@ import os
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 
@@ -460,6 +461,173 @@ cdef inline void _load_sums(floating *sums, int NR, int mr, int nr, const floati
             sums[r * NR + j] = c[r * sc_i + j * sc_j] if r < mr and j < nr else 0
 
 
+# --- large products: B packed a block of panels at a time -------------------
+#
+# A product past TC_GEMM_BLOCKED_WORK multiply-adds packs B a block of up to
+# TC_GEMM_NC columns at a time (each block of p), reading B's rows along
+# their length, and takes C's rows in blocks of TC_GEMM_MC, every panel of
+# the block down one row block before the next row block: the tiles' A
+# rows (MC x kc, 256 KB at most in float32) stay in the L2 cache across the
+# block's panels, and each panel (kc x NR, 32 KB) in L1 down the rows.
+# Packed a panel at a time, a row-major B (W in the forward product, dZ in
+# dW = X^T dZ) was read 128 bytes per row, each row 8 KB from the last
+# (a 2048-wide layer): a new page and a missed line every row, which the
+# prefetchers do not follow; and the rows of a 2048-row dW (A is X^T, 2 MB)
+# were read again from L3 for every panel.  Same tiles, same block_k, so
+# the same sums in the same order: the bits do not change.
+# On a 2-core Xeon (family 6, model 167, AVX-512), one core, T4's products
+# in a loop, GFLOP/s, panel by panel -> blocked, and SciPy's OpenBLAS on the
+# same call: dW = X^T dZ 2048x2048x256 82 -> 176 (OpenBLAS 166), 1024x2048x256
+# 105 -> 169 (162), forward 256x2048x2048 122 -> 155 (161), dX = dZ W^T
+# 256x2048x2048 139 -> 155 (169); a T4 step on one thread 81-82 -> 62-65 ms.
+# T3's halves' products (12.8 million multiply-adds at most) took the same
+# speed either way, but their step about 3% longer blocked (0.55 against
+# 0.53 ms, three pairs of processes): hence the line at 2^25.
+# The buffer is one per thread (kc x NC elements of the widest type, 1 MB),
+# allocated the first time a thread needs it and freed when the thread
+# ends, so a steady-state step allocates nothing.
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdlib.h>
+    #define TC_GEMM_NC 512
+    #define TC_GEMM_MC 256
+    #define TC_GEMM_BLOCKED_WORK 33554432
+    #define TC_GEMM_B_BLOCK (TC_GEMM_KMAX * TC_GEMM_NC)   /* elements */
+    #define TC_GEMM_BLOCK_BYTES ((TC_GEMM_B_BLOCK + TC_GEMM_KMAX * TC_GEMM_MC) * sizeof(double))
+    static pthread_key_t tc_block_key;
+    static pthread_once_t tc_block_once = PTHREAD_ONCE_INIT;
+    static int tc_block_key_ok = 0;
+    static void tc_block_key_make(void)
+    {
+        tc_block_key_ok = pthread_key_create(&tc_block_key, free) == 0;
+    }
+    /* This thread's block buffer (TC_GEMM_BLOCK_BYTES, 64-byte aligned), or
+       NULL if it cannot have one (the caller then packs a panel at a time). */
+    static void *tc_block_buffer(void)
+    {
+        void *buffer;
+        pthread_once(&tc_block_once, tc_block_key_make);
+        if (!tc_block_key_ok)
+            return NULL;
+        buffer = pthread_getspecific(tc_block_key);
+        if (buffer == NULL) {
+            if (posix_memalign(&buffer, 64, TC_GEMM_BLOCK_BYTES) != 0)
+                return NULL;
+            if (pthread_setspecific(tc_block_key, buffer) != 0) {
+                free(buffer);
+                return NULL;
+            }
+        }
+        return buffer;
+    }
+    """
+    enum:
+        TC_GEMM_NC              # columns of B packed at once (a multiple of every NR)
+        TC_GEMM_MC              # rows of C per row block (a multiple of the tall tile)
+        TC_GEMM_BLOCKED_WORK    # multiply-adds from which a product is blocked
+        TC_GEMM_B_BLOCK         # elements of the buffer's B block (its A block follows)
+    void *tc_block_buffer() noexcept nogil
+
+
+cdef inline void _pack_block(int kc, int nc, int NR, const floating *b,
+                             Py_ssize_t sb_p, Py_ssize_t sb_j,
+                             floating *packed) noexcept nogil:
+    # The kc x nc block of B at b as panels of NR columns, panel q at
+    # packed + q * kc * NR (the last one padded with zeros).  A row-major B
+    # is read row by row along the block's width (see above); a transposed
+    # one is read along p already, panel by panel, and so is a single panel.
+    cdef int p, q, nr, n_panels = (nc + NR - 1) // NR
+    cdef const floating *src
+    cdef floating *dst
+    if sb_j != 1 or n_panels == 1:
+        for q in range(n_panels):
+            _pack_panel(kc, min(NR, nc - q * NR), NR, b + q * NR * sb_j, sb_p, sb_j,
+                        packed + q * kc * NR)
+        return
+    for p in range(kc):
+        src = b + p * sb_p
+        for q in range(n_panels):
+            nr = min(NR, nc - q * NR)
+            dst = packed + q * kc * NR + p * NR
+            memcpy(dst, src + q * NR, nr * sizeof(floating))
+            if nr < NR:
+                memset(dst + nr, 0, (NR - nr) * sizeof(floating))
+
+
+cdef inline void _pack_a_block(int mc, int kc, const floating *a, Py_ssize_t sa_i,
+                               Py_ssize_t sa_p, floating *packed) noexcept nogil:
+    # The mc x kc block of a transposed A as slivers of TC_GEMM_MR_TALL rows,
+    # p by p: element [i, p] at packed[((i // TALL) * kc + p) * TALL + i % TALL]
+    # (a tile then reads its rows' p-th elements side by side).  Read in
+    # place, each p of a tile's rows is a new line of A, half of it used:
+    # twice the lines of an untransposed A for the L1 cache to hold beside
+    # the panel of B.  Rows past mc are left as they are: never read.
+    cdef int s, p, r, rows
+    cdef const floating *src
+    cdef floating *dst
+    for s in range((mc + TC_GEMM_MR_TALL - 1) // TC_GEMM_MR_TALL):
+        rows = min(TC_GEMM_MR_TALL, mc - s * TC_GEMM_MR_TALL)
+        for p in range(kc):
+            src = a + s * TC_GEMM_MR_TALL * sa_i + p * sa_p
+            dst = packed + (s * kc + p) * TC_GEMM_MR_TALL
+            if sa_i == 1:
+                memcpy(dst, src, rows * sizeof(floating))
+            else:
+                for r in range(rows):
+                    dst[r] = src[r * sa_i]
+
+
+cdef inline void _panel_tiles(int i0, int i1, int kc, int nr, int NR, bint first,
+                              bint last, double alpha, const floating *a,
+                              Py_ssize_t sa_i, Py_ssize_t sa_p, const floating *bp,
+                              Py_ssize_t sb, double beta, const floating *panel_bias,
+                              floating *c, Py_ssize_t sc_i, Py_ssize_t sc_j,
+                              bint a_packed, floating *sums) noexcept nogil:
+    # Rows i0 <= i < i1 of one panel of C (nr of its NR columns at c) for one
+    # block of p: a points at A[i0, the block's first p] (or at its block
+    # packed by _pack_a_block, if ``a_packed``), c at C[i0, the panel's
+    # first column], bp at the panel of B (row stride sb).
+    cdef bint plain = alpha == 1 and beta == 0 and sc_j == 1
+    cdef bint whole_panel = nr == NR
+    cdef const floating *tile_bias = panel_bias if last else NULL
+    cdef floating *c_tile
+    cdef const floating *a_tile
+    cdef bint tall
+    cdef int i = i0, mr, rows
+    if a_packed:
+        sa_i = 1
+        sa_p = TC_GEMM_MR_TALL
+    while i < i1:
+        # Tall tiles while a whole one fits, then short ones: the rows
+        # past C's end that a tile computes (repeating its last row)
+        # are never more than a short tile's.
+        tall = i1 - i >= TC_GEMM_MR_TALL
+        rows = TC_GEMM_MR_TALL if tall else TC_GEMM_MR
+        mr = min(rows, i1 - i)
+        c_tile = c + (i - i0) * sc_i
+        if a_packed:
+            a_tile = (a + (i - i0) // TC_GEMM_MR_TALL * kc * TC_GEMM_MR_TALL
+                      + (i - i0) % TC_GEMM_MR_TALL)
+        else:
+            a_tile = a + (i - i0) * sa_i
+        if plain and whole_panel and mr == rows:
+            # The common case: the sums go from registers straight
+            # to C (and come back from C for the next block of p).
+            _tile(tall, kc, a_tile, sa_i, sa_p, mr, bp, sb,
+                  NULL if first else c_tile, sc_i, tile_bias, c_tile, sc_i, sums)
+        else:
+            if not first:
+                _load_sums(sums, NR, mr, nr, c_tile, sc_i, sc_j)
+            _tile(tall, kc, a_tile, sa_i, sa_p, mr, bp, sb,
+                  NULL if first else sums, NR, NULL, NULL, 0, sums)
+            if last:
+                _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias, c_tile, sc_i, sc_j)
+            else:
+                _store_sums(sums, NR, mr, nr, 1.0, 0.0, NULL, c_tile, sc_i, sc_j)
+        i += rows
+
+
 cdef void _tiled_gemm(int m, int n, int k, double alpha,
                       const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
                       const floating *b, Py_ssize_t sb_p, Py_ssize_t sb_j,
@@ -476,69 +644,70 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
     cdef int NR = TC_GEMM_NR_S if floating is float else TC_GEMM_NR_D
     cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR_MAX]
     cdef floating sums[TC_GEMM_MR_TALL * TC_GEMM_NR_MAX]
+    cdef floating *packed = panel
+    cdef floating *packed_a = NULL     # A's block, packed if A is transposed
+    cdef const floating *a_block
     cdef const floating *bp
-    cdef const floating *panel_bias = NULL
-    cdef const floating *tile_bias
-    cdef floating *c_tile
     cdef Py_ssize_t sb
-    cdef bint whole_panel, plain = alpha == 1 and beta == 0 and sc_j == 1
-    cdef bint tall, first, last
-    cdef int i, j = 0, mr, nr, rows, pc, kc
+    cdef bint in_place, first, last
+    cdef int i0, i1, j, jc, nc, nr, pc, kc, q
+    # Small products: a panel of B at a time (or B itself), every row of C
+    # down it.  Large ones: a block of panels, C's rows in blocks (above).
+    cdef int block_cols = NR, block_rows = m
     # Blocks of p of equal length (784 = 4 x 196 rather than 3 x 256 + 16):
     # a short last block would store and reload every tile for a few steps.
     cdef int blocks = (k + TC_GEMM_KMAX - 1) // TC_GEMM_KMAX
     cdef int block_k = (k + blocks - 1) // blocks
-    while j < n:
-        nr = min(NR, n - j)
-        whole_panel = nr == NR
-        if bias != NULL:
-            panel_bias = bias + j
+    if <long long>m * n * k >= TC_GEMM_BLOCKED_WORK and n > NR:
+        packed = <floating *>tc_block_buffer()
+        if packed == NULL:
+            packed = panel
+        else:
+            block_cols = TC_GEMM_NC
+            block_rows = TC_GEMM_MC
+            if sa_p != 1:
+                packed_a = packed + TC_GEMM_B_BLOCK
+    jc = 0
+    while jc < n:
+        nc = min(block_cols, n - jc)
         pc = 0
         while pc < k:
             kc = min(block_k, k - pc)
             first = pc == 0
             last = pc + kc == k
-            if sb_j == 1 and whole_panel and (sb_p == NR or kc <= TC_GEMM_IN_PLACE_K):
-                # B's rows already hold the NR columns, and either lie end to
-                # end or are few: a longer strided panel maps its rows onto a
-                # few sets of the L1 cache, which then misses on them (an
-                # unpacked 64x256x256 product took 33 GFLOP/s on a Zen 4
-                # core, packed 110).
-                bp = b + pc * sb_p + j
-                sb = sb_p
-            else:
-                _pack_panel(kc, nr, NR, b + pc * sb_p + j * sb_j, sb_p, sb_j, panel)
-                bp = panel
-                sb = NR
-            tile_bias = panel_bias if last else NULL
-            i = 0
-            while i < m:
-                # Tall tiles while a whole one fits, then short ones: the rows
-                # past C's end that a tile computes (repeating its last row)
-                # are never more than a short tile's.
-                tall = m - i >= TC_GEMM_MR_TALL
-                rows = TC_GEMM_MR_TALL if tall else TC_GEMM_MR
-                mr = min(rows, m - i)
-                if plain and whole_panel and mr == rows:
-                    # The common case: the sums go from registers straight
-                    # to C (and come back from C for the next block of p).
-                    c_tile = c + i * sc_i + j
-                    _tile(tall, kc, a + i * sa_i + pc * sa_p, sa_i, sa_p, mr, bp, sb,
-                          NULL if first else c_tile, sc_i, tile_bias, c_tile, sc_i, sums)
-                else:
-                    c_tile = c + i * sc_i + j * sc_j
-                    if not first:
-                        _load_sums(sums, NR, mr, nr, c_tile, sc_i, sc_j)
-                    _tile(tall, kc, a + i * sa_i + pc * sa_p, sa_i, sa_p, mr, bp, sb,
-                          NULL if first else sums, NR, NULL, NULL, 0, sums)
-                    if last:
-                        _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias,
-                                    c_tile, sc_i, sc_j)
+            # B's rows already hold the panel's NR columns, and either lie
+            # end to end or are few: read in place.  A longer strided panel
+            # maps its rows onto a few sets of the L1 cache, which then
+            # misses on them (an unpacked 64x256x256 product took 33
+            # GFLOP/s on a Zen 4 core, packed 110).
+            in_place = (block_cols == NR and nc == NR and sb_j == 1
+                        and (sb_p == NR or kc <= TC_GEMM_IN_PLACE_K))
+            if not in_place:
+                _pack_block(kc, nc, NR, b + pc * sb_p + jc * sb_j, sb_p, sb_j, packed)
+            i0 = 0
+            while i0 < m:
+                i1 = min(i0 + block_rows, m)
+                a_block = a + i0 * sa_i + pc * sa_p
+                if packed_a != NULL:
+                    _pack_a_block(i1 - i0, kc, a_block, sa_i, sa_p, packed_a)
+                    a_block = packed_a
+                for q in range((nc + NR - 1) // NR):
+                    j = jc + q * NR
+                    nr = min(NR, n - j)
+                    if in_place:
+                        bp = b + pc * sb_p + j
+                        sb = sb_p
                     else:
-                        _store_sums(sums, NR, mr, nr, 1.0, 0.0, NULL, c_tile, sc_i, sc_j)
-                i += rows
+                        bp = packed + q * kc * NR
+                        sb = NR
+                    _panel_tiles(i0, i1, kc, nr, NR, first, last, alpha,
+                                 a_block, sa_i, sa_p, bp, sb, beta,
+                                 bias + j if bias != NULL else NULL,
+                                 c + i0 * sc_i + j * sc_j, sc_i, sc_j,
+                                 packed_a != NULL, sums)
+                i0 = i1
             pc += kc
-        j += NR
+        jc += nc
 
 
 cdef void _small_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
@@ -588,9 +757,11 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
 # a C loop (fwd 64x784x256, dW 784x64x256, fwd 64x256x128, dW 256x64x128,
 # dX 64x128x256 NT), against 86, 95, 85, 87 and 84 through SciPy's OpenBLAS
 # (SkylakeX kernels, one thread); T4's (256x1024x2048 NN, 2048x256x2048 TN)
-# 103 and 105 against 96 and 102.  Fewer rows pay for a packed panel read
-# by too few tiles.  Level 1 has no FMA (and its tile half the width), so
-# it keeps to the crossover.
+# 103 and 105 against 96 and 102.  On a 2-core Xeon (family 6, model 167)
+# T3's halves' products took 160-174 GFLOP/s against OpenBLAS's 109-146,
+# and T4's, blocked (see above), 155-176 against 138-172.  Fewer rows pay
+# for a packed panel read by too few tiles.  Level 1 has no FMA (and its
+# tile half the width), so it keeps to the crossover.
 cdef extern from *:
     """
     #define TC_GEMM_MIN_ROWS 8
@@ -984,6 +1155,12 @@ def _gemm_uses_kernel(bint float32, bint trans_a, bint trans_b, int m, int n, in
 def _simd_level():
     """The TINYCORE_SIMD_LEVEL this module was compiled for (1, 3 or 4)."""
     return TINYCORE_SIMD_LEVEL
+
+
+def _blocked_work():
+    """Test hook: the multiply-adds from which the tiles pack B a block of
+    panels at a time and take C's rows in blocks (TC_GEMM_BLOCKED_WORK)."""
+    return TC_GEMM_BLOCKED_WORK
 
 
 def _tile_fuses():
