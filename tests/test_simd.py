@@ -372,6 +372,30 @@ def test_gemm_agrees_across_levels(level, dtype, trans_a, trans_b, rng):
     _compare_levels(level, outputs_of, dtype, "gemm")
 
 
+# A product large enough for the blocked tiles (AVX-512's wide tile of 6 x 64,
+# AVX2's of 4 x 16): a partial row block, panel and column block, two
+# blocks of p, and a transposed A packed into slivers of each level's rows.
+BLOCKED_SHAPE = (259, 520, 300)
+
+
+@needs_wider_level
+@wider_level
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True),
+                                              (True, True)])
+def test_blocked_products_agree_across_levels(level, dtype, trans_a, trans_b, rng):
+    m, n, k = BLOCKED_SHAPE
+    assert m * n * k >= _simd.load("_blas", level)._blocked_work()
+    a, b, c0 = _gemm_operands(rng, dtype, m, n, k, trans_a, trans_b)
+
+    def outputs_of(lvl):
+        c = np.full_like(c0, np.nan)
+        _simd.load("_blas", lvl)._small_gemm_memview(trans_a, trans_b, 0.7, a, b, 0.0, c)
+        return [c]
+
+    _compare_levels(level, outputs_of, dtype, "blocked gemm")
+
+
 @needs_wider_level
 @wider_level
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

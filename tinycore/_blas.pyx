@@ -47,8 +47,9 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 # over 8 and 4 pairs of processes, old build and new alternately, of each
 # process's fastest block of 2,000 steps).  At level 3 an 8-row tile would
 # need all 16 vector registers for its sums, and timed 12-19% slower than 4
-# rows.  Which tile computes a row changes nothing in its sum: same
-# products, same order.
+# rows.  Large products (see _tiled_gemm) take a wide tile instead, at
+# level 4 6 rows of four vectors (64 float32 columns).  Which tile computes
+# a row changes nothing in its sum: same products, same order.
 # The tile is written in C with GCC's vector extensions because GCC, left to
 # vectorise a plain loop over a 2 x 32 tile, reloaded each B vector for every
 # row (10 loads per step): that kernel was load-bound at 45 GFLOP/s on a
@@ -93,7 +94,22 @@ cdef extern from *:
     #endif
     #define TC_GEMM_NR_S (2 * TC_VEC_BYTES / 4)
     #define TC_GEMM_NR_D (2 * TC_VEC_BYTES / 8)
-    #define TC_GEMM_NR_MAX 32
+    /* The wide tile of large products (see _tiled_gemm): at level 4, 6 rows
+       of 4 vectors (24 sums; 4 loads of B and 6 broadcasts for 24
+       multiply-adds, where the 8 x 2 tile makes 10 for 16); elsewhere the
+       tall tile.  Too wide for the small products: a 32-wide layer would
+       be half padding. */
+    #if TC_VEC_BYTES == 64
+    #define TC_GEMM_MR_WIDE 6
+    #define TC_GEMM_NV_WIDE 4
+    #else
+    #define TC_GEMM_MR_WIDE TC_GEMM_MR_TALL
+    #define TC_GEMM_NV_WIDE 2
+    #endif
+    #define TC_GEMM_NR_WIDE_S (TC_GEMM_NV_WIDE * TC_VEC_BYTES / 4)
+    #define TC_GEMM_NR_WIDE_D (TC_GEMM_NV_WIDE * TC_VEC_BYTES / 8)
+    #define TC_GEMM_NR_MAX 32      /* the widest two-vector tile */
+    #define TC_GEMM_SUMS_MAX 384   /* elements of the largest tile */
     #define TC_GEMM_KMAX 256
     /* Longest panel of B read in place (when its rows hold the tile's
        columns) rather than packed: see _tiled_gemm. */
@@ -150,7 +166,7 @@ cdef extern from *:
        one panel are taken a panel of p at a time, and come out as the same
        bits as in one pass, every step rounded as it would be.
        One body for both precisions: the macro only names the element type. */
-    #define TC_DEFINE_TILE(T, NAME, MR)                                         \\
+    #define TC_DEFINE_TILE(T, NAME, MR, NV)                                     \\
     static inline void NAME(int k, const T *a, Py_ssize_t sa_i,                 \\
                             Py_ssize_t sa_p, int mr, const T *b,                \\
                             Py_ssize_t sb, const T *init,                       \\
@@ -162,69 +178,71 @@ cdef extern from *:
                                        aligned(sizeof(T))));                    \\
         enum { W = TC_VEC_BYTES / sizeof(T) };                                  \\
         const T *row[MR];                                                       \\
-        vec sum[MR][2], b0, b1;                                                 \\
-        int r, p;                                                               \\
+        vec sum[MR][NV], bv[NV];                                                \\
+        int r, v, p;                                                            \\
         for (r = 0; r < MR; r++)                                                \\
             row[r] = a + (r < mr ? r : mr - 1) * sa_i;                          \\
         if (init != NULL) {                                                     \\
-            for (r = 0; r < MR; r++) {                                          \\
-                sum[r][0] = *(const vec_u *)(init + r * ld_init);               \\
-                sum[r][1] = *(const vec_u *)(init + r * ld_init + W);           \\
-            }                                                                   \\
+            for (r = 0; r < MR; r++)                                            \\
+                for (v = 0; v < NV; v++)                                        \\
+                    sum[r][v] = *(const vec_u *)(init + r * ld_init + v * W);   \\
             p = 0;                                                              \\
         } else {                                                                \\
-            b0 = *(const vec_u *)b;                                             \\
-            b1 = *(const vec_u *)(b + W);                                       \\
-            for (r = 0; r < MR; r++) {                                          \\
-                sum[r][0] = row[r][0] * b0;                                     \\
-                sum[r][1] = row[r][0] * b1;                                     \\
-            }                                                                   \\
+            for (v = 0; v < NV; v++)                                            \\
+                bv[v] = *(const vec_u *)(b + v * W);                            \\
+            for (r = 0; r < MR; r++)                                            \\
+                for (v = 0; v < NV; v++)                                        \\
+                    sum[r][v] = row[r][0] * bv[v];                              \\
             p = 1;                                                              \\
         }                                                                       \\
         for (; p < k; p++) {                                                    \\
-            b0 = *(const vec_u *)(b + p * sb);                                  \\
-            b1 = *(const vec_u *)(b + p * sb + W);                              \\
-            TC_IN_REGISTER(b0);                                                 \\
-            TC_IN_REGISTER(b1);                                                 \\
-            for (r = 0; r < MR; r++) {                                          \\
-                sum[r][0] = TC_MADD_##T(row[r][p * sa_p], b0, sum[r][0]);       \\
-                sum[r][1] = TC_MADD_##T(row[r][p * sa_p], b1, sum[r][1]);       \\
+            for (v = 0; v < NV; v++) {                                          \\
+                bv[v] = *(const vec_u *)(b + p * sb + v * W);                   \\
+                TC_IN_REGISTER(bv[v]);                                          \\
             }                                                                   \\
+            for (r = 0; r < MR; r++)                                            \\
+                for (v = 0; v < NV; v++)                                        \\
+                    sum[r][v] = TC_MADD_##T(row[r][p * sa_p], bv[v], sum[r][v]); \\
         }                                                                       \\
         if (c == NULL) {                                                        \\
-            for (r = 0; r < MR; r++) {                                          \\
-                *(vec_u *)(out + r * 2 * W) = sum[r][0];                        \\
-                *(vec_u *)(out + r * 2 * W + W) = sum[r][1];                    \\
-            }                                                                   \\
+            for (r = 0; r < MR; r++)                                            \\
+                for (v = 0; v < NV; v++)                                        \\
+                    *(vec_u *)(out + (r * NV + v) * W) = sum[r][v];             \\
             return;                                                             \\
         }                                                                       \\
         if (bias != NULL) {                                                     \\
-            b0 = *(const vec_u *)bias;                                          \\
-            b1 = *(const vec_u *)(bias + W);                                    \\
-            for (r = 0; r < MR; r++) {                                          \\
-                sum[r][0] = sum[r][0] + b0;                                     \\
-                sum[r][1] = sum[r][1] + b1;                                     \\
-            }                                                                   \\
+            for (v = 0; v < NV; v++)                                            \\
+                bv[v] = *(const vec_u *)(bias + v * W);                         \\
+            for (r = 0; r < MR; r++)                                            \\
+                for (v = 0; v < NV; v++)                                        \\
+                    sum[r][v] = sum[r][v] + bv[v];                              \\
         }                                                                       \\
-        for (r = 0; r < MR; r++) {                                              \\
-            *(vec_u *)(c + r * ldc) = sum[r][0];                                \\
-            *(vec_u *)(c + r * ldc + W) = sum[r][1];                            \\
-        }                                                                       \\
+        for (r = 0; r < MR; r++)                                                \\
+            for (v = 0; v < NV; v++)                                            \\
+                *(vec_u *)(c + r * ldc + v * W) = sum[r][v];                    \\
     }
-    TC_DEFINE_TILE(float, tc_tile_float, TC_GEMM_MR)
-    TC_DEFINE_TILE(double, tc_tile_double, TC_GEMM_MR)
+    TC_DEFINE_TILE(float, tc_tile_float, TC_GEMM_MR, 2)
+    TC_DEFINE_TILE(double, tc_tile_double, TC_GEMM_MR, 2)
     #if TC_GEMM_MR_TALL > TC_GEMM_MR
-    TC_DEFINE_TILE(float, tc_tall_tile_float, TC_GEMM_MR_TALL)
-    TC_DEFINE_TILE(double, tc_tall_tile_double, TC_GEMM_MR_TALL)
+    TC_DEFINE_TILE(float, tc_tall_tile_float, TC_GEMM_MR_TALL, 2)
+    TC_DEFINE_TILE(double, tc_tall_tile_double, TC_GEMM_MR_TALL, 2)
     #else
     /* No taller tile at this level: the name is the short one. */
     #define tc_tall_tile_float tc_tile_float
     #define tc_tall_tile_double tc_tile_double
     #endif
+    #if TC_GEMM_NV_WIDE > 2
+    TC_DEFINE_TILE(float, tc_wide_tile_float, TC_GEMM_MR_WIDE, TC_GEMM_NV_WIDE)
+    TC_DEFINE_TILE(double, tc_wide_tile_double, TC_GEMM_MR_WIDE, TC_GEMM_NV_WIDE)
+    #else
+    /* No wide tile at this level: the tall one. */
+    #define tc_wide_tile_float tc_tall_tile_float
+    #define tc_wide_tile_double tc_tall_tile_double
+    #endif
 
-    /* tc_pack_transposed_float: panel[p * NR + j] = b[j * ldb + p] for the
-       k x NR panel of a transposed float32 B (dX = dZ W^T reads W so), NR the
-       float32 tile width.  At levels 3 and 4 by blocks of W x W elements
+    /* tc_pack_transposed_float: panel[p * nr + j] = b[j * ldb + p] for the
+       k x nr panel of a transposed float32 B (dX = dZ W^T reads W so), nr a
+       float32 tile's width (a multiple of W).  At levels 3 and 4 by blocks of W x W elements
        transposed in registers (W = 8 or 16: loads of W consecutive p, a
        fixed sequence of shuffles, stores of W consecutive j); what is left
        of k, and level 1, element by element.  A copy: no rounding. */
@@ -279,19 +297,18 @@ cdef extern from *:
     #else
     #define TC_BLOCK 0
     #endif
-    static void tc_pack_transposed_float(int k, const float *b, Py_ssize_t ldb,
+    static void tc_pack_transposed_float(int k, int nr, const float *b, Py_ssize_t ldb,
                                          float *panel)
     {
         int p = 0, j;
     #if TC_BLOCK > 0
         for (; p + TC_BLOCK <= k; p += TC_BLOCK)
-            for (j = 0; j < TC_GEMM_NR_S; j += TC_BLOCK)
-                tc_transpose_block(b + j * ldb + p, ldb, panel + p * TC_GEMM_NR_S + j,
-                                   TC_GEMM_NR_S);
+            for (j = 0; j < nr; j += TC_BLOCK)
+                tc_transpose_block(b + j * ldb + p, ldb, panel + p * nr + j, nr);
     #endif
         for (; p < k; p++)
-            for (j = 0; j < TC_GEMM_NR_S; j++)
-                panel[p * TC_GEMM_NR_S + j] = b[j * ldb + p];
+            for (j = 0; j < nr; j++)
+                panel[p * nr + j] = b[j * ldb + p];
     }
     """
     enum:
@@ -301,7 +318,11 @@ cdef extern from *:
         TC_GEMM_MR_TALL     # rows of a tall tile (TC_GEMM_MR where there is none)
         TC_GEMM_NR_S        # columns of a tile, float32
         TC_GEMM_NR_D        # columns of a tile, float64
-        TC_GEMM_NR_MAX      # the widest of them at any level
+        TC_GEMM_NR_MAX      # the widest of them at any level (not the wide tile)
+        TC_GEMM_MR_WIDE     # rows of a wide tile (large products)
+        TC_GEMM_NR_WIDE_S   # columns of a wide tile, float32
+        TC_GEMM_NR_WIDE_D   # columns of a wide tile, float64
+        TC_GEMM_SUMS_MAX    # elements of the largest tile
         TC_GEMM_KMAX        # longest panel of B (longer sums: in blocks of p)
         TC_GEMM_IN_PLACE_K  # longest panel of B read in place
     void tc_tile_float(int k, const float *a, Py_ssize_t sa_i, Py_ssize_t sa_p, int mr,
@@ -320,7 +341,15 @@ cdef extern from *:
                              int mr, const double *b, Py_ssize_t sb, const double *init,
                              Py_ssize_t ld_init, const double *bias,
                              double *c, Py_ssize_t ldc, double *out) noexcept nogil
-    void tc_pack_transposed_float(int k, const float *b, Py_ssize_t ldb,
+    void tc_wide_tile_float(int k, const float *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
+                            int mr, const float *b, Py_ssize_t sb, const float *init,
+                            Py_ssize_t ld_init, const float *bias,
+                            float *c, Py_ssize_t ldc, float *out) noexcept nogil
+    void tc_wide_tile_double(int k, const double *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
+                             int mr, const double *b, Py_ssize_t sb, const double *init,
+                             Py_ssize_t ld_init, const double *bias,
+                             double *c, Py_ssize_t ldc, double *out) noexcept nogil
+    void tc_pack_transposed_float(int k, int nr, const float *b, Py_ssize_t ldb,
                                   float *panel) noexcept nogil
 
 
@@ -371,19 +400,29 @@ cdef extern from *:
         TC_GEMM_W_NARROW_D
 
 
-cdef inline void _tile(bint tall, int k, const floating *a, Py_ssize_t sa_i,
+cdef enum TileKind:
+    TILE_SHORT = 0      # TC_GEMM_MR rows, two vectors wide
+    TILE_TALL = 1       # TC_GEMM_MR_TALL rows, two vectors wide
+    TILE_WIDE = 2       # TC_GEMM_MR_WIDE rows, TC_GEMM_NR_WIDE_* columns (large products)
+
+
+cdef inline void _tile(TileKind kind, int k, const floating *a, Py_ssize_t sa_i,
                        Py_ssize_t sa_p, int mr, const floating *b, Py_ssize_t sb,
                        const floating *init, Py_ssize_t ld_init,
                        const floating *bias, floating *c, Py_ssize_t ldc,
                        floating *out) noexcept nogil:
-    # A tile of TC_GEMM_MR_TALL rows if ``tall``, else of TC_GEMM_MR.
+    # One tile of the given kind (every kind the same sums, in the same order).
     if floating is float:
-        if tall:
+        if kind == TILE_WIDE:
+            tc_wide_tile_float(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
+        elif kind == TILE_TALL:
             tc_tall_tile_float(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
         else:
             tc_tile_float(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
     else:
-        if tall:
+        if kind == TILE_WIDE:
+            tc_wide_tile_double(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
+        elif kind == TILE_TALL:
             tc_tall_tile_double(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
         else:
             tc_tile_double(k, a, sa_i, sa_p, mr, b, sb, init, ld_init, bias, c, ldc, out)
@@ -428,7 +467,7 @@ cdef inline void _pack_panel(int k, int nr, int NR, const floating *b,
     if floating is float:
         if sb_p == 1 and nr == NR:
             # A whole panel of a transposed B: by blocks in registers.
-            tc_pack_transposed_float(k, b, sb_j, panel)
+            tc_pack_transposed_float(k, NR, b, sb_j, panel)
             return
     if sb_j == 1:
         # Rows of contiguous columns: a unit step the compiler can see, which
@@ -450,13 +489,14 @@ cdef inline void _pack_panel(int k, int nr, int NR, const floating *b,
             panel[p * NR + jj] = 0
 
 
-cdef inline void _load_sums(floating *sums, int NR, int mr, int nr, const floating *c,
-                            Py_ssize_t sc_i, Py_ssize_t sc_j) noexcept nogil:
-    # The sums so far of a tile at C's edge, back from C (as _store_sums
-    # stored them, alpha = 1, beta = 0), the tile's rows and columns past
-    # C's edge 0.
+cdef inline void _load_sums(floating *sums, int NR, int rows, int mr, int nr,
+                            const floating *c, Py_ssize_t sc_i,
+                            Py_ssize_t sc_j) noexcept nogil:
+    # The sums so far of a tile (rows x NR) at C's edge, back from C (as
+    # _store_sums stored them, alpha = 1, beta = 0), the tile's rows and
+    # columns past C's edge 0.
     cdef int r, j
-    for r in range(TC_GEMM_MR_TALL):
+    for r in range(rows):
         for j in range(NR):
             sums[r * NR + j] = c[r * sc_i + j * sc_j] if r < mr and j < nr else 0
 
@@ -467,31 +507,44 @@ cdef inline void _load_sums(floating *sums, int NR, int mr, int nr, const floati
 # TC_GEMM_NC columns at a time (each block of p), reading B's rows along
 # their length, and takes C's rows in blocks of TC_GEMM_MC, every panel of
 # the block down one row block before the next row block: the tiles' A
-# rows (MC x kc, 256 KB at most in float32) stay in the L2 cache across the
-# block's panels, and each panel (kc x NR, 32 KB) in L1 down the rows.
+# rows (MC x kc, 240 KB at most in float32) stay in the L2 cache across the
+# block's panels, and each panel (kc x NR) in L1 down the rows.  Its tiles
+# are the wide ones (at AVX-512 6 rows x 64 columns, elsewhere the tall
+# tile), and a transposed A (X^T in dW = X^T dZ) is packed into slivers of
+# a tile's rows.  Every tile computes the same sums in the same order, and
+# block_k does not change with the blocking: the bits are those of the
+# small products' tiles, at every level.
 # Packed a panel at a time, a row-major B (W in the forward product, dZ in
-# dW = X^T dZ) was read 128 bytes per row, each row 8 KB from the last
-# (a 2048-wide layer): a new page and a missed line every row, which the
-# prefetchers do not follow; and the rows of a 2048-row dW (A is X^T, 2 MB)
-# were read again from L3 for every panel.  Same tiles, same block_k, so
-# the same sums in the same order: the bits do not change.
-# On a 2-core Xeon (family 6, model 167, AVX-512), one core, T4's products
-# in a loop, GFLOP/s, panel by panel -> blocked, and SciPy's OpenBLAS on the
-# same call: dW = X^T dZ 2048x2048x256 82 -> 176 (OpenBLAS 166), 1024x2048x256
-# 105 -> 169 (162), forward 256x2048x2048 122 -> 155 (161), dX = dZ W^T
-# 256x2048x2048 139 -> 155 (169); a T4 step on one thread 81-82 -> 62-65 ms.
+# dW) was read 128 bytes per row, each row 8 KB from the last (a 2048-wide
+# layer): a new page and a missed line every row, which the prefetchers do
+# not follow; and the rows of a 2048-row dW (A is X^T, 2 MB) were read
+# again from L3 for every panel.  On a 2-core Xeon (family 6, model 167,
+# AVX-512), one core, a T4 step's products one after the other (each
+# finding the previous one's operands in cache, not its own), median
+# GFLOP/s of forward 256x2048x1024 and 256x2048x2048, dW 2048x2048x256,
+# dX = dZ W^T 256x2048x2048 and dW 1024x2048x256:
+#   panel by panel, 8 x 32 tiles   (about 81 ms a T4 step on one thread)
+#   blocked, 8 x 32 tiles          126-131 125-134 132-142 130-139 124-136  (63-66 ms of products)
+#   blocked, 6 x 64 tiles          142-145 143-145 142-149 145-148 148-149  (59 ms)
+#   SciPy's OpenBLAS, one thread   108-114 107-108 155     152-154 138-139  (65 ms)
+#   MKL (PyTorch), one thread      165-170 165-167 176-182 167-169 176-180  (50 ms)
+# and a T4 step on one thread took 60-61 ms.  In a C loop, a 6 x 64 tile
+# beat 8 x 32, 12 x 32, 14 x 32, 4 x 64, 5 x 64, 6 x 48, 8 x 48 and 9 x 48
+# (forward 256x2048x2048: 155-163 GFLOP/s against 125-134 for 8 x 32): per
+# step it makes 24 multiply-adds for 4 loads of B and 6 broadcasts of A.
 # T3's halves' products (12.8 million multiply-adds at most) took the same
-# speed either way, but their step about 3% longer blocked (0.55 against
-# 0.53 ms, three pairs of processes): hence the line at 2^25.
-# The buffer is one per thread (kc x NC elements of the widest type, 1 MB),
-# allocated the first time a thread needs it and freed when the thread
-# ends, so a steady-state step allocates nothing.
+# speed either way, but with 8 x 32 tiles their step took about 3% longer
+# blocked (0.55 against 0.53 ms, three pairs of processes), and with 6 x
+# 64 tiles no less: hence the line at 2^25.
+# The buffer is one per thread (kc x NC elements of B and kc x MC of A, of
+# the widest type: 1.5 MB), allocated the first time a thread needs it and
+# freed when the thread ends, so a steady-state step allocates nothing.
 cdef extern from *:
     """
     #include <pthread.h>
     #include <stdlib.h>
     #define TC_GEMM_NC 512
-    #define TC_GEMM_MC 256
+    #define TC_GEMM_MC 240
     #define TC_GEMM_BLOCKED_WORK 33554432
     #define TC_GEMM_B_BLOCK (TC_GEMM_KMAX * TC_GEMM_NC)   /* elements */
     #define TC_GEMM_BLOCK_BYTES ((TC_GEMM_B_BLOCK + TC_GEMM_KMAX * TC_GEMM_MC) * sizeof(double))
@@ -524,7 +577,7 @@ cdef extern from *:
     """
     enum:
         TC_GEMM_NC              # columns of B packed at once (a multiple of every NR)
-        TC_GEMM_MC              # rows of C per row block (a multiple of the tall tile)
+        TC_GEMM_MC              # rows of C per row block (a multiple of every tile's)
         TC_GEMM_BLOCKED_WORK    # multiply-adds from which a product is blocked
         TC_GEMM_B_BLOCK         # elements of the buffer's B block (its A block follows)
     void *tc_block_buffer() noexcept nogil
@@ -557,20 +610,21 @@ cdef inline void _pack_block(int kc, int nc, int NR, const floating *b,
 
 cdef inline void _pack_a_block(int mc, int kc, const floating *a, Py_ssize_t sa_i,
                                Py_ssize_t sa_p, floating *packed) noexcept nogil:
-    # The mc x kc block of a transposed A as slivers of TC_GEMM_MR_TALL rows,
-    # p by p: element [i, p] at packed[((i // TALL) * kc + p) * TALL + i % TALL]
-    # (a tile then reads its rows' p-th elements side by side).  Read in
-    # place, each p of a tile's rows is a new line of A, half of it used:
-    # twice the lines of an untransposed A for the L1 cache to hold beside
-    # the panel of B.  Rows past mc are left as they are: never read.
+    # The mc x kc block of a transposed A as slivers of TC_GEMM_MR_WIDE rows
+    # (a wide tile's), p by p: element [i, p] at packed[((i // MR) * kc + p)
+    # * MR + i % MR] (a tile then reads its rows' p-th elements side by
+    # side).  Read in place, each p of a tile's rows is a new line of A,
+    # half of it used: twice the lines of an untransposed A for the L1
+    # cache to hold beside the panel of B.  Rows past mc are left as they
+    # are: never read.
     cdef int s, p, r, rows
     cdef const floating *src
     cdef floating *dst
-    for s in range((mc + TC_GEMM_MR_TALL - 1) // TC_GEMM_MR_TALL):
-        rows = min(TC_GEMM_MR_TALL, mc - s * TC_GEMM_MR_TALL)
+    for s in range((mc + TC_GEMM_MR_WIDE - 1) // TC_GEMM_MR_WIDE):
+        rows = min(TC_GEMM_MR_WIDE, mc - s * TC_GEMM_MR_WIDE)
         for p in range(kc):
-            src = a + s * TC_GEMM_MR_TALL * sa_i + p * sa_p
-            dst = packed + (s * kc + p) * TC_GEMM_MR_TALL
+            src = a + s * TC_GEMM_MR_WIDE * sa_i + p * sa_p
+            dst = packed + (s * kc + p) * TC_GEMM_MR_WIDE
             if sa_i == 1:
                 memcpy(dst, src, rows * sizeof(floating))
             else:
@@ -583,43 +637,50 @@ cdef inline void _panel_tiles(int i0, int i1, int kc, int nr, int NR, bint first
                               Py_ssize_t sa_i, Py_ssize_t sa_p, const floating *bp,
                               Py_ssize_t sb, double beta, const floating *panel_bias,
                               floating *c, Py_ssize_t sc_i, Py_ssize_t sc_j,
-                              bint a_packed, floating *sums) noexcept nogil:
+                              bint wide, bint a_packed, floating *sums) noexcept nogil:
     # Rows i0 <= i < i1 of one panel of C (nr of its NR columns at c) for one
-    # block of p: a points at A[i0, the block's first p] (or at its block
-    # packed by _pack_a_block, if ``a_packed``), c at C[i0, the panel's
-    # first column], bp at the panel of B (row stride sb).
+    # block of p, in wide tiles if ``wide`` (NR is then theirs): a points
+    # at A[i0, the block's first p] (or at its block packed by
+    # _pack_a_block, if ``a_packed``), c at C[i0, the panel's first
+    # column], bp at the panel of B (row stride sb).
     cdef bint plain = alpha == 1 and beta == 0 and sc_j == 1
     cdef bint whole_panel = nr == NR
     cdef const floating *tile_bias = panel_bias if last else NULL
     cdef floating *c_tile
     cdef const floating *a_tile
-    cdef bint tall
+    cdef TileKind kind
     cdef int i = i0, mr, rows
     if a_packed:
         sa_i = 1
-        sa_p = TC_GEMM_MR_TALL
+        sa_p = TC_GEMM_MR_WIDE
     while i < i1:
         # Tall tiles while a whole one fits, then short ones: the rows
         # past C's end that a tile computes (repeating its last row)
-        # are never more than a short tile's.
-        tall = i1 - i >= TC_GEMM_MR_TALL
-        rows = TC_GEMM_MR_TALL if tall else TC_GEMM_MR
+        # are never more than a short tile's.  Wide tiles all the way.
+        if wide:
+            kind = TILE_WIDE
+            rows = TC_GEMM_MR_WIDE
+        elif i1 - i >= TC_GEMM_MR_TALL:
+            kind = TILE_TALL
+            rows = TC_GEMM_MR_TALL
+        else:
+            kind = TILE_SHORT
+            rows = TC_GEMM_MR
         mr = min(rows, i1 - i)
         c_tile = c + (i - i0) * sc_i
         if a_packed:
-            a_tile = (a + (i - i0) // TC_GEMM_MR_TALL * kc * TC_GEMM_MR_TALL
-                      + (i - i0) % TC_GEMM_MR_TALL)
+            a_tile = a + (i - i0) * kc      # sliver (i - i0) / MR, MR * kc long
         else:
             a_tile = a + (i - i0) * sa_i
         if plain and whole_panel and mr == rows:
             # The common case: the sums go from registers straight
             # to C (and come back from C for the next block of p).
-            _tile(tall, kc, a_tile, sa_i, sa_p, mr, bp, sb,
+            _tile(kind, kc, a_tile, sa_i, sa_p, mr, bp, sb,
                   NULL if first else c_tile, sc_i, tile_bias, c_tile, sc_i, sums)
         else:
             if not first:
-                _load_sums(sums, NR, mr, nr, c_tile, sc_i, sc_j)
-            _tile(tall, kc, a_tile, sa_i, sa_p, mr, bp, sb,
+                _load_sums(sums, NR, rows, mr, nr, c_tile, sc_i, sc_j)
+            _tile(kind, kc, a_tile, sa_i, sa_p, mr, bp, sb,
                   NULL if first else sums, NR, NULL, NULL, 0, sums)
             if last:
                 _store_sums(sums, NR, mr, nr, alpha, beta, panel_bias, c_tile, sc_i, sc_j)
@@ -643,13 +704,13 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
     """
     cdef int NR = TC_GEMM_NR_S if floating is float else TC_GEMM_NR_D
     cdef floating panel[TC_GEMM_KMAX * TC_GEMM_NR_MAX]
-    cdef floating sums[TC_GEMM_MR_TALL * TC_GEMM_NR_MAX]
+    cdef floating sums[TC_GEMM_SUMS_MAX]
     cdef floating *packed = panel
     cdef floating *packed_a = NULL     # A's block, packed if A is transposed
     cdef const floating *a_block
     cdef const floating *bp
     cdef Py_ssize_t sb
-    cdef bint in_place, first, last
+    cdef bint in_place, first, last, blocked = False
     cdef int i0, i1, j, jc, nc, nr, pc, kc, q
     # Small products: a panel of B at a time (or B itself), every row of C
     # down it.  Large ones: a block of panels, C's rows in blocks (above).
@@ -663,8 +724,10 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
         if packed == NULL:
             packed = panel
         else:
+            blocked = True
             block_cols = TC_GEMM_NC
             block_rows = TC_GEMM_MC
+            NR = TC_GEMM_NR_WIDE_S if floating is float else TC_GEMM_NR_WIDE_D
             if sa_p != 1:
                 packed_a = packed + TC_GEMM_B_BLOCK
     jc = 0
@@ -680,7 +743,7 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
             # maps its rows onto a few sets of the L1 cache, which then
             # misses on them (an unpacked 64x256x256 product took 33
             # GFLOP/s on a Zen 4 core, packed 110).
-            in_place = (block_cols == NR and nc == NR and sb_j == 1
+            in_place = (not blocked and nc == NR and sb_j == 1
                         and (sb_p == NR or kc <= TC_GEMM_IN_PLACE_K))
             if not in_place:
                 _pack_block(kc, nc, NR, b + pc * sb_p + jc * sb_j, sb_p, sb_j, packed)
@@ -704,7 +767,7 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
                                  a_block, sa_i, sa_p, bp, sb, beta,
                                  bias + j if bias != NULL else NULL,
                                  c + i0 * sc_i + j * sc_j, sc_i, sc_j,
-                                 packed_a != NULL, sums)
+                                 blocked, packed_a != NULL, sums)
                 i0 = i1
             pc += kc
         jc += nc
