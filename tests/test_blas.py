@@ -289,7 +289,7 @@ def test_kernel_takes_long_sums_in_blocks_bit_for_bit(dtype, rng, trans_a, trans
 # Large products pack B a block of panels at a time, take C's rows in blocks
 # and pack a transposed A into slivers: the same steps, so the same bits.
 # 259 x 520 x 300 crosses a column block (512) into a partial panel, a row
-# block (256) into short tiles, and a panel of p (two blocks of 150); the
+# block (240) into a partial tile, and a panel of p (two blocks of 150); the
 # narrow one (10 columns) is computed as C^T, through the tiles' sums.
 BLOCKED_SHAPES = [(259, 520, 300), (600, 10, 5600)]
 

@@ -822,9 +822,10 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
 # (SkylakeX kernels, one thread); T4's (256x1024x2048 NN, 2048x256x2048 TN)
 # 103 and 105 against 96 and 102.  On a 2-core Xeon (family 6, model 167)
 # T3's halves' products took 160-174 GFLOP/s against OpenBLAS's 109-146,
-# and T4's, blocked (see above), 155-176 against 138-172.  Fewer rows pay
-# for a packed panel read by too few tiles.  Level 1 has no FMA (and its
-# tile half the width), so it keeps to the crossover.
+# and T4's, blocked in wide tiles, 142-149 against 107-155 (the table
+# above).  Fewer rows pay for a packed panel read by too few tiles.
+# Level 1 has no FMA (and its tile half the width), so it keeps to the
+# crossover.
 cdef extern from *:
     """
     #define TC_GEMM_MIN_ROWS 8
