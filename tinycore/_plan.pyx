@@ -372,6 +372,16 @@ cdef void _predict(const Problem *p, const floating *x, floating *params,
 # dZ), and the step 830 us: no gain.  T3's first phase (775 us) is its
 # half's products at OpenBLAS's one-thread speed for 64-row products, 83-89
 # GFLOP/s (760 us measured apart, operands in cache).
+# On a 2-core Xeon (model 167) T3's summing phase costs about 100 us of a
+# 550-590 us step (the step without it, results wrong: 430-460 us), though
+# its arithmetic takes a few: the second half's gradients cross to the core
+# that sums them, and the updated weights back for the next forward pass.
+# Two ways round it gained nothing there (builds alternated, 3 runs each):
+# the sum and the SGD update in one pass, 576-647 us against 556-603; and
+# the first layer by columns (each core keeping half of its columns for Z,
+# A, dW and the update over the whole batch, the layers above in halves as
+# now, one phase more), 552-597 against 558-590: the update of its columns
+# cost about what it did, and the extra phase's wait took the rest.
 #
 # The protocol, for one phase (the caller is the only writer of ``posted``):
 #   caller: job := the phase; posted := g; run chunk 0; then claim chunk 1
