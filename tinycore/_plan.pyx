@@ -382,6 +382,10 @@ cdef void _predict(const Problem *p, const floating *x, floating *params,
 # A, dW and the update over the whole batch, the layers above in halves as
 # now, one phase more), 552-597 against 558-590: the update of its columns
 # cost about what it did, and the extra phase's wait took the rest.
+# Nor is it the gradients' way back: a probe (results wrong) whose second
+# core summed its half into its own buffer, so that no line of ``grads``
+# crossed to it and back each step, took 532-591 us against 540-570
+# (builds alternated, 4 runs each).
 #
 # The protocol, for one phase (the caller is the only writer of ``posted``):
 #   caller: job := the phase; posted := g; run chunk 0; then claim chunk 1
