@@ -10,7 +10,9 @@ same bits with the helper or without it.  The halves' gradient sums are
 added at the end, so they agree with the whole batch's (the per-layer path)
 to rounding.  A model with products for the BLAS's threads but few
 parameters is taken in the same halves on two BLAS threads, each half's
-products on one of them.
+products on one of them.  A larger float32 model takes its batch whole,
+each product that BLAS would split across its threads in two chunks of C's
+columns, in tinycore's tiles: the same bits as on one BLAS thread.
 """
 import os
 import threading
@@ -101,9 +103,10 @@ def test_halves_depend_on_the_model_and_batch_not_the_threads(split_threads):
     assert not tiny._plan.splits(BATCH)         # too little work to pay
 
 
-def test_a_large_model_is_never_split(split_threads):
-    # Its products go to BLAS, which has threads of its own, and its 2.1 MB
-    # of parameters are past what a split step with such products takes.
+def test_a_large_model_is_never_split_in_halves(split_threads):
+    # Its products are for BLAS's threads, and its 2.1 MB of parameters are
+    # past what a split step with such products takes (in float32 they may
+    # go by columns instead: below).
     model = tc.Sequential([tc.Dense(1024, 512, activation="relu"),
                            tc.Dense(512, 10, activation="softmax")], seed=0)
     model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.1))
@@ -315,7 +318,7 @@ def _train_choosing(model, X, y, steps, helper):
     alone_ns, helper_ns = (2e6, 1e6) if helper else (1e6, 2e6)
     losses = []
     for _ in range(steps):
-        model._plan._choose_helper(BLAS_BATCH, alone_ns, helper_ns)
+        model._plan._choose_helper(len(X), alone_ns, helper_ns)
         losses.append(model.train_step(X, y))
     return losses
 
@@ -362,4 +365,114 @@ def test_two_blas_sized_models_in_two_threads_train_as_they_would_alone(split_th
     X, y = _blas_sized_batch(rng, np.float32)
     _assert_trained_at_once_as_alone(
         lambda seed: _blas_sized_model("float32", seed=seed), X, y, 60)
+    assert _openblas_threads() == [2]
+
+
+# -- a model too large for the halves: its products by C's columns ---------------
+#
+# 512-512-256-10 at batch 64: products such as the first forward one (64 x
+# 512 x 512, 16.8 M multiply-adds) that OpenBLAS would split across its
+# threads, and 1.6 MB of float32 parameters, past the 1 MB the halves take.
+# On two BLAS threads, with tiles that fuse multiply-adds, its step takes the
+# batch whole, each such product in two chunks of C's columns, the second on
+# the helper thread, the BLAS held to one thread meanwhile.  Every element of
+# C is the same sum whichever chunk or thread computes it, so the model
+# trains to the same bits as on one BLAS thread (the whole product in tiles).
+
+COLUMN_SIZES = (512, 512, 256, 10)
+COLUMN_BATCH = 64
+
+
+def _column_model(dtype="float32", seed=3):
+    acts = ("tanh", "tanh", "softmax")
+    layers = [tc.Dense(n_in, n_out, activation=act)
+              for n_in, n_out, act in zip(COLUMN_SIZES, COLUMN_SIZES[1:], acts)]
+    model = tc.Sequential(layers, dtype=dtype, seed=seed)
+    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.05))
+    return model
+
+
+def _column_batch(rng, dtype="float32"):
+    X = rng.normal(size=(COLUMN_BATCH, COLUMN_SIZES[0])).astype(dtype)
+    return X, rng.integers(0, COLUMN_SIZES[-1], COLUMN_BATCH)
+
+
+@pytest.fixture
+def column_split(split_threads):
+    """Two BLAS threads, where the tiles fuse multiply-adds (else no column
+    split: the BLAS keeps such products)."""
+    if not _simd.load("_blas")._tile_fuses():
+        pytest.skip("products by C's columns need tiles with fused multiply-adds")
+    return split_threads
+
+
+def test_a_large_float32_model_splits_its_products_by_columns(column_split):
+    model = _column_model()
+    assert model._plan.splits_columns(COLUMN_BATCH) and not model._plan.splits(COLUMN_BATCH)
+    column_split(1)
+    assert not model._plan.splits_columns(COLUMN_BATCH)    # the whole product in tiles
+    column_split(2)
+    assert not _column_model("float64")._plan.splits_columns(COLUMN_BATCH)
+    assert not _blas_sized_model("float32")._plan.splits_columns(BLAS_BATCH)   # halves
+
+
+def test_the_columns_change_no_bit_with_the_helper_or_the_threads(column_split, rng):
+    X, y = _column_batch(rng)
+    helped, alone, one_thread = _column_model(), _column_model(), _column_model()
+    posted = _plan._helper_counts()[0]
+    helped_losses = _train_choosing(helped, X, y, 12, helper=True)
+    # Five products a step past the BLAS's one-thread size, each in two
+    # chunks; at most one step of 12 alone (the try at step 8).
+    assert _plan._helper_counts()[0] - posted >= 5 * (12 - 1)
+    posted = _plan._helper_counts()[0]
+    alone_losses = _train_choosing(alone, X, y, 12, helper=False)
+    assert _plan._helper_counts()[0] - posted <= 5 * 2
+    assert _openblas_threads() == [2]        # the BLAS has its two threads back
+    helped_predictions = helped.predict(X)
+    column_split(1)
+    one_thread_losses = _train(one_thread, X, y, 12)
+    assert helped_losses == alone_losses == one_thread_losses
+    assert_array_equal(helped.param_buffer, alone.param_buffer)
+    assert_array_equal(helped.param_buffer, one_thread.param_buffer)
+    assert_array_equal(helped.grad_buffer, one_thread.grad_buffer)
+    assert_array_equal(one_thread.predict(X), helped_predictions)
+
+
+def _reference_gradients(model, X, y):
+    # One step's dW and db of a tanh-tanh-softmax network, backpropagated in
+    # float64 NumPy from the model's current parameters.
+    Ws = [layer.W.astype(np.float64) for layer in model.layers]
+    bs = [layer.b.astype(np.float64) for layer in model.layers]
+    activations = [X.astype(np.float64)]
+    for W, b in zip(Ws[:-1], bs[:-1]):
+        activations.append(np.tanh(activations[-1] @ W + b))
+    Z = activations[-1] @ Ws[-1] + bs[-1]
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    dZ = P
+    dZ[np.arange(len(y)), y] -= 1.0
+    dZ /= len(y)
+    grads = []
+    for layer in range(len(Ws) - 1, -1, -1):
+        grads.append((activations[layer].T @ dZ, dZ.sum(axis=0)))
+        if layer > 0:
+            dZ = (dZ @ Ws[layer].T) * (1.0 - activations[layer] ** 2)
+    return grads[::-1]
+
+
+def test_a_column_split_step_matches_a_float64_reference(column_split, rng):
+    X, y = _column_batch(rng)
+    model = _column_model()
+    expected = _reference_gradients(model, X, y)
+    model.train_step(X, y)
+    for layer, (dW, db) in zip(model.layers, expected):
+        assert_allclose(layer.dW, dW, rtol=1e-3, atol=1e-5 * np.abs(dW).max())
+        assert_allclose(layer.db, db, rtol=1e-3, atol=1e-5 * np.abs(db).max())
+
+
+def test_two_column_split_models_in_two_threads_train_as_they_would_alone(column_split, rng):
+    # One holds the helper; the other takes both chunks of each product on
+    # its own thread, in the same tiles.
+    X, y = _column_batch(rng)
+    _assert_trained_at_once_as_alone(lambda seed: _column_model(seed=seed), X, y, 20)
     assert _openblas_threads() == [2]

@@ -25,6 +25,7 @@ cdef void _column_sums(const floating *x, Py_ssize_t n_rows, Py_ssize_t n_cols,
 cdef bint _gemm_is_small(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
                          int m, int n, int k) noexcept nogil
 
+cdef bint _gemm_tiles_fuse() noexcept nogil
 cdef int _blas_threads() noexcept nogil
 cdef bint _blas_can_hold_one_thread() noexcept nogil
 cdef void _blas_hold_one_thread() noexcept nogil

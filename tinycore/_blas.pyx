@@ -858,6 +858,12 @@ cdef inline bint _use_tiles(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b
     return not _blas_may_use_threads()
 
 
+cdef bint _gemm_tiles_fuse() noexcept nogil:
+    """Whether float32 products past the crossover may take the tiles (with
+    fused multiply-adds), as they do on one BLAS thread: :func:`_use_tiles`."""
+    return TC_TILE_FMA
+
+
 cdef bint _gemm_is_small(bint float32, BLAS_Trans trans_a, BLAS_Trans trans_b,
                          int m, int n, int k) noexcept nogil:
     """Whether :func:`_gemm` and :func:`_gemm_bias` take the small-product

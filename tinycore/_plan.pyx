@@ -35,7 +35,7 @@ from ._activations cimport (
 from ._blas cimport (
     BLAS_ONE_THREAD_WORK, BLAS_Trans, NoTrans, Trans, _blas_can_hold_one_thread,
     _blas_hold_one_thread, _blas_release_threads, _blas_threads, _column_sums, _gemm,
-    _gemm_bias, _gemm_is_small,
+    _gemm_bias, _gemm_is_small, _gemm_tiles_fuse,
 )
 from ._losses cimport (
     _absolute_error_sum, _scaled_difference, _scaled_sign_difference,
@@ -88,6 +88,8 @@ cdef struct Problem:
     Py_ssize_t grad1_cols    # batch x max width, in the workspace
     Py_ssize_t n_params      # all layers' parameters
     bint has_labels
+    bint split_columns       # large products in two chunks of C's columns ...
+    bint column_helper       # ... the second on the helper thread (see _plan_gemm)
 
 
 # ---------------------------------------------------------------------------
@@ -136,10 +138,10 @@ cdef void _forward(const Problem *p, const floating *x, floating *params,
         a = ws + p.batch * layer.a_cols + r0 * layer.n_out
         # Z = X W + b (Z overwritten, its previous contents never read), the
         # bias added as the product is stored where the small kernel takes it.
-        _gemm_bias(<int>rows, layer.n_out, layer.n_in, inp, layer.n_in,
-                   params + layer.w_offset, layer.n_out,
-                   params + layer.b_offset if layer.b_offset >= 0 else NULL,
-                   z, layer.n_out)
+        _plan_gemm_bias(p, <int>rows, layer.n_out, layer.n_in, inp, layer.n_in,
+                        params + layer.w_offset, layer.n_out,
+                        params + layer.b_offset if layer.b_offset >= 0 else NULL,
+                        z, layer.n_out)
         if training and l == p.n_layers - 1 and _softmax_left_to_loss(p):
             return
         _bias_activation(layer.activation, layer.alpha, z, NULL, a, rows, layer.n_out)
@@ -218,18 +220,17 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
         layer = &p.layers[l]
         inp = (x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols) + r0 * layer.n_in
         # dW (in, out) = inp^T (in, rows) @ dZ (rows, out)
-        _gemm(Trans, NoTrans, layer.n_in, layer.n_out, <int>rows,
-              1.0, inp, layer.n_in, dz, layer.n_out, 0.0,
-              grads + layer.w_offset, layer.n_out)
+        _plan_gemm(p, Trans, NoTrans, layer.n_in, layer.n_out, <int>rows,
+                   inp, layer.n_in, dz, layer.n_out, grads + layer.w_offset, layer.n_out)
         if layer.b_offset >= 0:
             _column_sums(dz, rows, layer.n_out, grads + layer.b_offset)
         if l > 0:
             # dX (rows, in) = dZ (rows, out) @ W^T, with W before its update;
             # then through the activation of the layer below: its dZ.
             below = &p.layers[l - 1]
-            _gemm(NoTrans, Trans, <int>rows, layer.n_in, layer.n_out,
-                  1.0, dz, layer.n_out, params + layer.w_offset, layer.n_out,
-                  0.0, dx, layer.n_in)
+            _plan_gemm(p, NoTrans, Trans, <int>rows, layer.n_in, layer.n_out,
+                       dz, layer.n_out, params + layer.w_offset, layer.n_out,
+                       dx, layer.n_in)
             _activation_backward(below.activation, below.alpha, inp, dx, dx,
                                  rows, layer.n_in)
         if rule != NULL:
@@ -654,6 +655,7 @@ cdef enum SplitKind:
     SPLIT_NONE = 0              # the whole batch at once
     SPLIT_HALVES = 1            # two halves; no product reaches the BLAS's threads
     SPLIT_ONE_BLAS_THREAD = 2   # two halves, the BLAS held to one thread meanwhile
+    SPLIT_COLUMNS = 3           # the whole batch, large products by C's columns
 
 
 cdef enum:
@@ -727,6 +729,11 @@ cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
     2.1 MB of parameters (784-512-256-10) the halves lost 5-10%, with 8.4
     MB (1024-1024-1024-10) up to half: past one core's L2 (1 MB here) each
     half reads the weights from farther away.
+
+    A float32 model with more parameters than that is taken whole, where the
+    tiles fuse multiply-adds and the BLAS runs on exactly two threads: each
+    product that would go to the BLAS's threads is split by C's columns
+    between the two threads instead (SPLIT_COLUMNS, see :func:`_plan_gemm`).
     """
     cdef int l, chunk
     cdef const LayerSpec *layer
@@ -750,10 +757,126 @@ cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
         work += <long long>p.batch * layer.n_in * layer.n_out
     if not threaded:
         return SPLIT_HALVES if work >= _MIN_SPLIT_WORK else SPLIT_NONE
-    if (p.n_params * itemsize <= _MAX_BLAS_SPLIT_BYTES and _blas_threads() == 2
-            and _blas_can_hold_one_thread()):
+    if not (_blas_threads() == 2 and _blas_can_hold_one_thread()):
+        return SPLIT_NONE
+    if p.n_params * itemsize <= _MAX_BLAS_SPLIT_BYTES:
         return SPLIT_ONE_BLAS_THREAD
+    if is_float and _gemm_tiles_fuse():
+        return SPLIT_COLUMNS
     return SPLIT_NONE
+
+
+# --- large products by C's columns ---------------------------------------------
+#
+# A model too large for the halves (T4: 1024-2048-2048-10, batch 256, 25 MB
+# of float32 parameters) takes its batch whole, and each product that the
+# BLAS would split across its two threads goes to the tiles instead, in two
+# chunks of C's columns, the second on the helper thread: the BLAS is held
+# to one thread meanwhile, so its workers do not spin against the helper.
+# Every element of C is the same sum in the same order whichever chunk, and
+# whichever thread, computes it (_blas's tiles), so the chunks are taken
+# alike with the helper or without.  On a 2-core Xeon (family 6, model 167),
+# T4's products in step order through SciPy's OpenBLAS 0.3.30 on two
+# threads took 33.9-35.5 ms, in chunks of tiles on two threads 31.1-34.3
+# (3 processes each): the library's forward products (256x1024x2048,
+# 256x2048x2048 NN: 5.0 and 9.3-9.8 ms) lag its dX ones of the same size
+# (NT: 7.3-7.6), and the tiles took 3.8-4.2 and 7.4-8.1.
+cdef enum:
+    _COLUMN_ALIGN = 64      # C's columns are split at a multiple of this
+
+
+cdef struct ColumnJob:
+    # One product C = op(A) @ op(B) (+ bias), in two chunks of C's columns.
+    bint is_float
+    BLAS_Trans trans_a
+    BLAS_Trans trans_b
+    int m, n, k
+    const void *a
+    int lda
+    const void *b
+    int ldb
+    const void *bias        # n values added to every row (the forward product), or NULL
+    bint with_bias          # through _gemm_bias (Z = X W + b), else _gemm
+    void *c
+    int ldc
+
+
+cdef void _column_chunk(const ColumnJob *job, const floating *a, const floating *b,
+                        const floating *bias, floating *c, int chunk) noexcept nogil:
+    # Columns start <= j < stop of C: those of op(B), and of the bias.
+    cdef Py_ssize_t start, stop
+    _chunk_range(job.n, _COLUMN_ALIGN, chunk, &start, &stop)
+    if stop <= start:
+        return
+    b = b + start * (job.ldb if job.trans_b == Trans else 1)
+    if job.with_bias:
+        _gemm_bias(job.m, <int>(stop - start), job.k, a, job.lda, b, job.ldb,
+                   bias + start if bias != NULL else NULL, c + start, job.ldc)
+    else:
+        _gemm(job.trans_a, job.trans_b, job.m, <int>(stop - start), job.k, 1.0,
+              a, job.lda, b, job.ldb, 0.0, c + start, job.ldc)
+
+
+cdef void _run_column_chunk(void *job_ptr, int chunk) noexcept nogil:
+    cdef const ColumnJob *job = <const ColumnJob *>job_ptr
+    if job.is_float:
+        _column_chunk(job, <const float *>job.a, <const float *>job.b,
+                      <const float *>job.bias, <float *>job.c, chunk)
+    else:
+        _column_chunk(job, <const double *>job.a, <const double *>job.b,
+                      <const double *>job.bias, <double *>job.c, chunk)
+
+
+cdef void _run_columns(const Problem *p, ColumnJob *job) noexcept nogil:
+    if p.column_helper:
+        tc_split(_run_column_chunk, job)
+    else:
+        _run_column_chunk(job, 0)
+        _run_column_chunk(job, 1)
+
+
+cdef inline bint _by_columns(const Problem *p, bint is_float, BLAS_Trans trans_a,
+                             BLAS_Trans trans_b, int m, int n, int k) noexcept nogil:
+    # Whether this product of a SPLIT_COLUMNS step goes in two chunks: one
+    # that the BLAS would take on its threads, each chunk as wide as a tile
+    # block at least.
+    return (p.split_columns and n >= 2 * _COLUMN_ALIGN
+            and not _unthreaded(is_float, trans_a, trans_b, m, n, k))
+
+
+cdef void _plan_gemm_bias(const Problem *p, int m, int n, int k,
+                          const floating *a, int lda, const floating *b, int ldb,
+                          const floating *bias, floating *c, int ldc) noexcept nogil:
+    """:func:`_gemm_bias` for a step: by C's columns where the step says so."""
+    cdef ColumnJob job
+    if not _by_columns(p, floating is float, NoTrans, NoTrans, m, n, k):
+        _gemm_bias(m, n, k, a, lda, b, ldb, bias, c, ldc)
+        return
+    job.is_float = floating is float
+    job.trans_a = job.trans_b = NoTrans
+    job.m, job.n, job.k = m, n, k
+    job.a, job.lda, job.b, job.ldb = a, lda, b, ldb
+    job.bias, job.with_bias = bias, True
+    job.c, job.ldc = c, ldc
+    _run_columns(p, &job)
+
+
+cdef void _plan_gemm(const Problem *p, BLAS_Trans trans_a, BLAS_Trans trans_b,
+                     int m, int n, int k, const floating *a, int lda,
+                     const floating *b, int ldb, floating *c, int ldc) noexcept nogil:
+    """C := op(A) @ op(B) through :func:`_gemm`, by C's columns where the
+    step says so."""
+    cdef ColumnJob job
+    if not _by_columns(p, floating is float, trans_a, trans_b, m, n, k):
+        _gemm(trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
+        return
+    job.is_float = floating is float
+    job.trans_a, job.trans_b = trans_a, trans_b
+    job.m, job.n, job.k = m, n, k
+    job.a, job.lda, job.b, job.ldb = a, lda, b, ldb
+    job.bias, job.with_bias = NULL, False
+    job.c, job.ldc = c, ldc
+    _run_columns(p, &job)
 
 
 cdef enum HelperTaken:
@@ -1166,13 +1289,22 @@ cdef class Plan:
         p.grad1_cols = self.grad1_cols
         p.n_params = self.n_params
         p.has_labels = has_labels
+        p.split_columns = p.column_helper = False
         return p
 
     def splits(self, Py_ssize_t batch):
         """Whether a step on ``batch`` rows is taken in two halves of the batch
         (on this thread, or this one and the helper thread)."""
         cdef Problem p = self._problem(batch, False)
-        return _split_kind(&p, self.typenum == cnp.NPY_FLOAT32) != SPLIT_NONE
+        cdef SplitKind kind = _split_kind(&p, self.typenum == cnp.NPY_FLOAT32)
+        return kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
+
+    def splits_columns(self, Py_ssize_t batch):
+        """Whether a step on ``batch`` rows takes the batch whole, with its
+        large products in two chunks of C's columns (on this thread, or this
+        one and the helper thread)."""
+        cdef Problem p = self._problem(batch, False)
+        return _split_kind(&p, self.typenum == cnp.NPY_FLOAT32) == SPLIT_COLUMNS
 
     def helper_allowed(self):
         """Whether the second half of a step may go to the helper thread now."""
@@ -1346,10 +1478,11 @@ cdef class Plan:
         cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
         cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
         cdef SplitKind kind = _split_kind(p, is_float)
-        cdef bint halves = kind != SPLIT_NONE
-        cdef bint one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD
-        cdef bint allowed = halves and _helper_allowed(self.n_cpus)
+        cdef bint halves = kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
+        cdef bint one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD or kind == SPLIT_COLUMNS
+        cdef bint allowed = kind != SPLIT_NONE and _helper_allowed(self.n_cpus)
         cdef bint helper = allowed and self._helper_pays(p.batch)
+        cdef Problem whole = p[0]        # the batch at once (by columns, maybe)
         cdef void *partial = NULL
         cdef unsigned long long started = 0
         cdef HelperTaken taken = HELPER_BUSY
@@ -1369,6 +1502,8 @@ cdef class Plan:
                 taken = _take_helper(not one_blas_thread)
                 helper = taken == HELPER_TAKEN
             started = tc_now_ns()
+            whole.split_columns = kind == SPLIT_COLUMNS
+            whole.column_helper = whole.split_columns and helper
             if one_blas_thread:
                 _blas_hold_one_thread()
             if halves and is_float:
@@ -1382,11 +1517,11 @@ cdef class Plan:
                                      <double *>work, rule, count, guard,
                                      &n_correct, &bad_layer, not helper)
             elif is_float:
-                value = _train(p, <const float *>x, <const float *>t, labels,
+                value = _train(&whole, <const float *>x, <const float *>t, labels,
                                <float *>params, <float *>grads, <float *>work,
                                rule, count, guard, &n_correct, &bad_layer)
             else:
-                value = _train(p, <const double *>x, <const double *>t, labels,
+                value = _train(&whole, <const double *>x, <const double *>t, labels,
                                <double *>params, <double *>grads, <double *>work,
                                rule, count, guard, &n_correct, &bad_layer)
             if one_blas_thread:
@@ -1472,7 +1607,7 @@ cdef class Plan:
         cdef void *work
         cdef bint is_float = self.typenum == cnp.NPY_FLOAT32
         cdef SplitKind kind
-        cdef bint halves, helper
+        cdef bint halves, one_blas_thread, helper
         if self.busy:
             return BUSY
         self.busy = True
@@ -1490,12 +1625,14 @@ cdef class Plan:
                     # kernel), so predictions would otherwise change with the
                     # threads.
                     kind = _split_kind(&p, is_float)
-                    halves = kind != SPLIT_NONE
-                    helper = (halves and _helper_allowed(self.n_cpus)
+                    halves = kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
+                    one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD or kind == SPLIT_COLUMNS
+                    helper = (kind != SPLIT_NONE and _helper_allowed(self.n_cpus)
                               and self.half_cost[1] <= self.half_cost[0]
-                              and _take_helper(kind != SPLIT_ONE_BLAS_THREAD)
-                              == HELPER_TAKEN)
-                    if kind == SPLIT_ONE_BLAS_THREAD:
+                              and _take_helper(kind == SPLIT_HALVES) == HELPER_TAKEN)
+                    p.split_columns = kind == SPLIT_COLUMNS
+                    p.column_helper = p.split_columns and helper
+                    if one_blas_thread:
                         _blas_hold_one_thread()
                     if halves and is_float:
                         _predict_split(&p, <const float *>(x + start * self.n_in * itemsize),
@@ -1513,7 +1650,7 @@ cdef class Plan:
                         _predict(&p, <const double *>(x + start * self.n_in * itemsize),
                                  <double *>params, <double *>work,
                                  <double *>(y + start * self.n_out * itemsize))
-                    if kind == SPLIT_ONE_BLAS_THREAD:
+                    if one_blas_thread:
                         _blas_release_threads()
                     if helper:
                         tc_split_end()
