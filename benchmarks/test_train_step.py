@@ -305,13 +305,17 @@ def _products(config: Config, problem: Problem) -> Products:
         dX=[None] + [np.empty((b, s), F32) for s in sizes[1:-1]])
 
 
-def _products_tinycore(products: Products, n_threads):
-    blas = _simd.load("_blas")    # the GEMM every tinycore kernel calls
+def _products_tinycore(products: Products, config: Config, seed: int):
+    # Each product as the whole batch's step takes it: through the GEMM
+    # every tinycore kernel calls, or, where the plan splits a large model's
+    # products by their output's columns (T4 on two threads), so.
+    plan = _simd.load("_plan")
+    by_columns = _tinycore_model(config, seed)._plan.splits_columns(config.batch)
     calls = products.calls()
 
     def run():
         for trans_a, trans_b, a, b, out in calls:
-            blas._gemm_memview(trans_a, trans_b, 1.0, a, b, 0.0, out)
+            plan._step_gemm_memview(by_columns, trans_a, trans_b, a, b, out)
         return [out for *_, out in calls]
     return run
 
@@ -356,8 +360,8 @@ def _products_jax(products: Products, n_threads):
     return run
 
 
-_PRODUCT_BUILDERS = {"tinycore": _products_tinycore, "numpy": _products_numpy,
-                     "torch": _products_torch, "jax": _products_jax}
+_PEER_PRODUCT_BUILDERS = {"numpy": _products_numpy, "torch": _products_torch,
+                          "jax": _products_jax}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -365,7 +369,10 @@ _PRODUCT_BUILDERS = {"tinycore": _products_tinycore, "numpy": _products_numpy,
 def test_step_products(benchmark, config, engine, n_threads, seed):
     """The step's matrix products alone (no bias, activation, loss or update)."""
     products = _products(config, _problem(config, seed))
-    run = _PRODUCT_BUILDERS[engine](products, n_threads)
+    if engine == "tinycore":
+        run = _products_tinycore(products, config, seed)
+    else:
+        run = _PEER_PRODUCT_BUILDERS[engine](products, n_threads)
     # Every product of the first run against float64 NumPy: the same work.
     for (ta, tb, a, b, _), got in zip(products.calls(), run()):
         a64, b64 = a.astype(np.float64), b.astype(np.float64)

@@ -906,6 +906,38 @@ cdef inline bint _helper_allowed(int n_cpus) noexcept nogil:
     return n_cpus >= 2 and _blas_threads() >= 2
 
 
+def _step_gemm_memview(bint by_columns, bint trans_a, bint trans_b,
+                       const float[:, ::1] a,   # IN  (m, k), or (k, m) if trans_a
+                       const float[:, ::1] b,   # IN  (k, n), or (n, k) if trans_b
+                       float[:, ::1] c):        # OUT (m, n)
+    """Benchmark hook: ``c = op(a) @ op(b)`` in float32 as a training step
+    takes it: with ``by_columns`` (a plan whose ``splits_columns`` is true),
+    where the step would, by C's columns on this thread and the helper, the
+    BLAS held to one thread; else through ``_gemm``.  Shapes are not checked
+    here.
+    """
+    cdef Problem p
+    cdef int m = c.shape[0]
+    cdef int n = c.shape[1]
+    cdef int k = a.shape[0] if trans_a else a.shape[1]
+    cdef BLAS_Trans ta = Trans if trans_a else NoTrans
+    cdef BLAS_Trans tb = Trans if trans_b else NoTrans
+    cdef bint columns = (by_columns and _gemm_tiles_fuse() and _blas_threads() == 2
+                         and _blas_can_hold_one_thread()
+                         and _helper_allowed(len(os.sched_getaffinity(0))))
+    with nogil:
+        p.split_columns = columns
+        p.column_helper = columns and _take_helper(False) == HELPER_TAKEN
+        if columns:
+            _blas_hold_one_thread()
+        _plan_gemm(&p, ta, tb, m, n, k, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
+                   &c[0, 0], c.shape[1])
+        if columns:
+            _blas_release_threads()
+        if p.column_helper:
+            tc_split_end()
+
+
 cdef void _sum_and_update(const UpdateRule *rule, floating *params, floating *grads,
                           const floating *partial, Py_ssize_t start,
                           Py_ssize_t n) noexcept nogil:
