@@ -383,12 +383,13 @@ COLUMN_SIZES = (512, 512, 256, 10)
 COLUMN_BATCH = 64
 
 
-def _column_model(dtype="float32", seed=3):
+def _column_model(dtype="float32", seed=3, optimizer="sgd"):
     acts = ("tanh", "tanh", "softmax")
     layers = [tc.Dense(n_in, n_out, activation=act)
               for n_in, n_out, act in zip(COLUMN_SIZES, COLUMN_SIZES[1:], acts)]
     model = tc.Sequential(layers, dtype=dtype, seed=seed)
-    model.compile(loss="cross_entropy", optimizer=tc.SGD(lr=0.05))
+    model.compile(loss="cross_entropy",
+                  optimizer=tc.SGD(lr=0.05) if optimizer == "sgd" else tc.Adam(lr=1e-3))
     return model
 
 
@@ -416,9 +417,12 @@ def test_a_large_float32_model_splits_its_products_by_columns(column_split):
     assert not _blas_sized_model("float32")._plan.splits_columns(BLAS_BATCH)   # halves
 
 
-def test_the_columns_change_no_bit_with_the_helper_or_the_threads(column_split, rng):
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_columns_change_no_bit_with_the_helper_or_the_threads(optimizer, column_split, rng):
+    # The helper also takes half of the first layer's update (262,656
+    # parameters), elementwise: Adam's state too must end the same.
     X, y = _column_batch(rng)
-    helped, alone, one_thread = _column_model(), _column_model(), _column_model()
+    helped, alone, one_thread = (_column_model(optimizer=optimizer) for _ in range(3))
     posted = _plan._helper_counts()[0]
     helped_losses = _train_choosing(helped, X, y, 12, helper=True)
     # Five products a step past the BLAS's one-thread size, each in two

@@ -235,7 +235,7 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
                                  rows, layer.n_in)
         if rule != NULL:
             # This layer's gradients are final and its W is no longer needed.
-            _apply_rule(rule, params, grads, layer.w_offset, layer.n_params)
+            _plan_update(p, rule, params, grads, layer.w_offset, layer.n_params)
         swap = dz
         dz = dx
         dx = swap
@@ -780,9 +780,13 @@ cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
 # threads took 33.9-35.5 ms, in chunks of tiles on two threads 31.1-34.3
 # (3 processes each): the library's forward products (256x1024x2048,
 # 256x2048x2048 NN: 5.0 and 9.3-9.8 ms) lag its dX ones of the same size
-# (NT: 7.3-7.6), and the tiles took 3.8-4.2 and 7.4-8.1.
+# (NT: 7.3-7.6), and the tiles took 3.8-4.2 and 7.4-8.1.  The helper
+# also takes half of each large layer's update (T4's weights, 25 MB, are
+# read and written once a step): the T4 step took 35.1-36.5 ms against
+# 37.3-37.4 with the update on one thread (builds alternated, 4 runs each).
 cdef enum:
     _COLUMN_ALIGN = 64      # C's columns are split at a multiple of this
+    _MIN_SPLIT_UPDATE = 262144  # parameters of a layer whose update is split
 
 
 cdef struct ColumnJob:
@@ -877,6 +881,45 @@ cdef void _plan_gemm(const Problem *p, BLAS_Trans trans_a, BLAS_Trans trans_b,
     job.bias, job.with_bias = NULL, False
     job.c, job.ldc = c, ldc
     _run_columns(p, &job)
+
+
+cdef struct UpdateJob:
+    # One layer's update, in two chunks of its parameters.
+    bint is_float
+    const UpdateRule *rule
+    void *params
+    const void *grads
+    Py_ssize_t start, n
+
+
+cdef void _run_update_chunk(void *job_ptr, int chunk) noexcept nogil:
+    cdef const UpdateJob *job = <const UpdateJob *>job_ptr
+    cdef Py_ssize_t start, stop
+    _chunk_range(job.n, _PARAM_ALIGN, chunk, &start, &stop)
+    if job.is_float:
+        _apply_rule(job.rule, <float *>job.params, <const float *>job.grads,
+                    job.start + start, stop - start)
+    else:
+        _apply_rule(job.rule, <double *>job.params, <const double *>job.grads,
+                    job.start + start, stop - start)
+
+
+cdef void _plan_update(const Problem *p, const UpdateRule *rule, floating *params,
+                       const floating *grads, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    """The update of elements start <= i < start + n: in two chunks, the
+    second on the helper thread, where the step's products go by columns
+    with it (each element's update is its own, whichever thread makes it)."""
+    cdef UpdateJob job
+    if not (p.column_helper and n >= _MIN_SPLIT_UPDATE):
+        _apply_rule(rule, params, grads, start, n)
+        return
+    job.is_float = floating is float
+    job.rule = rule
+    job.params = params
+    job.grads = grads
+    job.start = start
+    job.n = n
+    tc_split(_run_update_chunk, &job)
 
 
 cdef enum HelperTaken:
