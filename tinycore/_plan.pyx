@@ -959,7 +959,7 @@ def _step_gemm_memview(bint by_columns, bint trans_a, bint trans_b,
     BLAS held to one thread; else through ``_gemm``.  Shapes are not checked
     here.
     """
-    cdef Problem p
+    cdef Problem p          # (only its two column fields are read)
     cdef int m = c.shape[0]
     cdef int n = c.shape[1]
     cdef int k = a.shape[0] if trans_a else a.shape[1]
