@@ -8,11 +8,12 @@ update.  With two CPUs and two BLAS threads allowed, the second half may run
 on a helper thread: the arithmetic is the same, so the model trains to the
 same bits with the helper or without it.  The halves' gradient sums are
 added at the end, so they agree with the whole batch's (the per-layer path)
-to rounding.  A model with products for the BLAS's threads but few
-parameters is taken in the same halves on two BLAS threads, each half's
-products on one of them.  A larger float32 model takes its batch whole,
-each product that BLAS would split across its threads in two chunks of C's
-columns, in tinycore's tiles: the same bits as on one BLAS thread.
+to rounding.  A float32 model with products for the BLAS's threads takes
+its batch whole, each such product in two chunks of C's columns, in
+tinycore's tiles (where they fuse multiply-adds): the same bits as on one
+BLAS thread.  Otherwise (float64), such a model with few parameters is
+taken in the same halves on two BLAS threads, each half's products on one
+of them.
 """
 import os
 import threading
@@ -288,7 +289,8 @@ def test_split_step_in_a_forked_child(split_threads, rng):
 # one (6.4 M multiply-adds), which OpenBLAS would split across its threads,
 # and 0.41 MB of float32 parameters (0.81 MB of float64), within the 1 MB
 # that such a split takes.  Its step is taken in halves on two BLAS threads,
-# each half's products on one.
+# each half's products on one (in float32 by columns instead, where the
+# tiles fuse multiply-adds: below).
 
 BLAS_SIZES = (784, 128, 10)
 BLAS_BATCH = 128
@@ -324,17 +326,23 @@ def _train_choosing(model, X, y, steps, helper):
 
 
 def test_a_blas_sized_model_is_split_on_two_blas_threads_only(split_threads):
-    model = _blas_sized_model("float32")
+    model = _blas_sized_model("float64")
     assert model._plan.splits(BLAS_BATCH) and model._plan.helper_allowed()
     split_threads(1)
     assert not model._plan.splits(BLAS_BATCH)      # the whole batch, on this thread
     split_threads(2)
-    assert _blas_sized_model("float64")._plan.splits(BLAS_BATCH)
+    # float32 goes by columns instead where the tiles fuse multiply-adds.
+    float32 = _blas_sized_model("float32")._plan
+    fused = _simd.load("_blas")._tile_fuses()
+    assert float32.splits(BLAS_BATCH) == (not fused)
+    assert float32.splits_columns(BLAS_BATCH) == fused
 
 
 def test_a_blas_sized_step_changes_no_bit_with_the_helper(dtype, rng, split_threads):
     X, y = _blas_sized_batch(rng, dtype)
     helped, alone = _blas_sized_model(dtype), _blas_sized_model(dtype)
+    if not helped._plan.splits(BLAS_BATCH):
+        pytest.skip("float32 goes by columns here (tests below)")
     # Two phases a step with the helper.  The hook counts as a step too, so
     # the tries of the other way come twice as often: in 40 steps, at most
     # 4 alone while the helper holds the choice (8, 24, 56...), and 5 with
@@ -368,16 +376,17 @@ def test_two_blas_sized_models_in_two_threads_train_as_they_would_alone(split_th
     assert _openblas_threads() == [2]
 
 
-# -- a model too large for the halves: its products by C's columns ---------------
+# -- a float32 model with products for the BLAS's threads: by C's columns ---------
 #
 # 512-512-256-10 at batch 64: products such as the first forward one (64 x
 # 512 x 512, 16.8 M multiply-adds) that OpenBLAS would split across its
-# threads, and 1.6 MB of float32 parameters, past the 1 MB the halves take.
-# On two BLAS threads, with tiles that fuse multiply-adds, its step takes the
-# batch whole, each such product in two chunks of C's columns, the second on
-# the helper thread, the BLAS held to one thread meanwhile.  Every element of
-# C is the same sum whichever chunk or thread computes it, so the model
-# trains to the same bits as on one BLAS thread (the whole product in tiles).
+# threads, and 1.6 MB of float32 parameters.  On two BLAS threads, with
+# tiles that fuse multiply-adds, its step takes the batch whole, each such
+# product in two chunks of C's columns, the second on the helper thread, the
+# BLAS held to one thread meanwhile (so does the 784-128-10 model above, in
+# float32).  Every element of C is the same sum whichever chunk or thread
+# computes it, so the model trains to the same bits as on one BLAS thread
+# (the whole product in tiles).
 
 COLUMN_SIZES = (512, 512, 256, 10)
 COLUMN_BATCH = 64
@@ -414,13 +423,13 @@ def test_a_large_float32_model_splits_its_products_by_columns(column_split):
     assert not model._plan.splits_columns(COLUMN_BATCH)    # the whole product in tiles
     column_split(2)
     assert not _column_model("float64")._plan.splits_columns(COLUMN_BATCH)
-    assert not _blas_sized_model("float32")._plan.splits_columns(BLAS_BATCH)   # halves
+    assert _blas_sized_model("float32")._plan.splits_columns(BLAS_BATCH)   # any size
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_the_columns_change_no_bit_with_the_helper_or_the_threads(optimizer, column_split, rng):
-    # The helper also takes half of the first layer's update (262,656
-    # parameters), elementwise: Adam's state too must end the same.
+    # The helper also takes half of each layer's update past 16,384
+    # parameters, elementwise: Adam's state too must end the same.
     X, y = _column_batch(rng)
     helped, alone, one_thread = (_column_model(optimizer=optimizer) for _ in range(3))
     posted = _plan._helper_counts()[0]

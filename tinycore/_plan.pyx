@@ -363,8 +363,10 @@ cdef void _predict(const Problem *p, const floating *x, floating *params,
 # tried first: it moved each layer's dZ between the cores and gained a
 # tenth at most.  The halves' arithmetic does not depend on which thread
 # runs them, so a model trains to the same bits with the helper or without.
-# A model of BLAS-sized products but few parameters (T3) is taken in the
-# same halves, each half's products on one BLAS thread (see _split_kind).
+# A model of BLAS-sized products but few parameters is taken in the same
+# halves in float64, each half's products on one BLAS thread (see
+# _split_kind); in float32 (T3) by C's columns now, which took less (below).
+# What follows was measured on T3 in halves.
 # For T3 the sum of the halves' gradients (47 us of its 822 on the Zen 4)
 # was also tried away: the first phase stopping at every layer's dZ of its
 # rows, the second computing each dW over the whole batch, split by the
@@ -730,10 +732,12 @@ cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
     MB (1024-1024-1024-10) up to half: past one core's L2 (1 MB here) each
     half reads the weights from farther away.
 
-    A float32 model with more parameters than that is taken whole, where the
-    tiles fuse multiply-adds and the BLAS runs on exactly two threads: each
-    product that would go to the BLAS's threads is split by C's columns
-    between the two threads instead (SPLIT_COLUMNS, see :func:`_plan_gemm`).
+    But a float32 model of such products, whatever its size, is taken whole
+    where the tiles fuse multiply-adds and the BLAS runs on exactly two
+    threads: each product that would go to the BLAS's threads is split by
+    C's columns between the two threads instead (SPLIT_COLUMNS, see
+    :func:`_plan_gemm`), which took less than the halves for T3 and lets T4
+    (25 MB) use both cores without the BLAS's threads.
     """
     cdef int l, chunk
     cdef const LayerSpec *layer
@@ -759,20 +763,20 @@ cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
         return SPLIT_HALVES if work >= _MIN_SPLIT_WORK else SPLIT_NONE
     if not (_blas_threads() == 2 and _blas_can_hold_one_thread()):
         return SPLIT_NONE
-    if p.n_params * itemsize <= _MAX_BLAS_SPLIT_BYTES:
-        return SPLIT_ONE_BLAS_THREAD
     if is_float and _gemm_tiles_fuse():
         return SPLIT_COLUMNS
+    if p.n_params * itemsize <= _MAX_BLAS_SPLIT_BYTES:
+        return SPLIT_ONE_BLAS_THREAD
     return SPLIT_NONE
 
 
 # --- large products by C's columns ---------------------------------------------
 #
-# A model too large for the halves (T4: 1024-2048-2048-10, batch 256, 25 MB
-# of float32 parameters) takes its batch whole, and each product that the
-# BLAS would split across its two threads goes to the tiles instead, in two
-# chunks of C's columns, the second on the helper thread: the BLAS is held
-# to one thread meanwhile, so its workers do not spin against the helper.
+# A float32 model with products for the BLAS's threads (T3, T4) takes its
+# batch whole, and each product that the BLAS would split across its two
+# threads goes to the tiles instead, in two chunks of C's columns, the
+# second on the helper thread: the BLAS is held to one thread meanwhile, so
+# its workers do not spin against the helper.
 # Every element of C is the same sum in the same order whichever chunk, and
 # whichever thread, computes it (_blas's tiles), so the chunks are taken
 # alike with the helper or without.  On a 2-core Xeon (family 6, model 167),
@@ -784,9 +788,15 @@ cdef SplitKind _split_kind(const Problem *p, bint is_float) noexcept nogil:
 # also takes half of each large layer's update (T4's weights, 25 MB, are
 # read and written once a step): the T4 step took 35.1-36.5 ms against
 # 37.3-37.4 with the update on one thread (builds alternated, 4 runs each).
+# T4's 25 MB of parameters are past what the halves take; T3 (0.94 MB) was
+# taken in halves before, each half's products on one BLAS thread and the
+# halves' gradients summed: by columns, T3 took 577-665 us a step against
+# 649-707 in halves, with the update split from 16,384 parameters of a
+# layer (so both of T3's large layers) 659-738 against 708-819 with it
+# split from 262,144 (none of T3's); 6 runs each, builds alternated.
 cdef enum:
     _COLUMN_ALIGN = 64      # C's columns are split at a multiple of this
-    _MIN_SPLIT_UPDATE = 262144  # parameters of a layer whose update is split
+    _MIN_SPLIT_UPDATE = 16384   # parameters of a layer whose update is split
 
 
 cdef struct ColumnJob:
