@@ -264,9 +264,8 @@ def products_section(groups: dict, peak: float | None) -> list[str]:
         "The step's products (forward X·W, then per layer dW = Xᵀ·dZ and dX = dZ·Wᵀ) in "
         "step order on the same operands, nothing else, each engine through the "
         "library it trains with (tinycore: its `_gemm`, SciPy's BLAS beyond the small "
-        "products; a large float32 model's on two threads, as T4's, its own tiles, each "
-        "product split by the output's columns between the threads; the whole batch "
-        "at once, though T3's step takes it in halves). Per engine: median µs, GFLOP/s (fraction of the sgemm peak), and "
+        "products; on two threads, T3's and T4's in its own tiles, each product split by "
+        "the output's columns between the threads). Per engine: median µs, GFLOP/s (fraction of the sgemm peak), and "
         "the rest of its training step above (step median − products median: bias, "
         "activations, loss, update, and the engine's own overhead; n/a where the products "
         "alone timed slower than the whole step, which only noise explains).",

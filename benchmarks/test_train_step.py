@@ -307,8 +307,8 @@ def _products(config: Config, problem: Problem) -> Products:
 
 def _products_tinycore(products: Products, config: Config, seed: int):
     # Each product as the whole batch's step takes it: through the GEMM
-    # every tinycore kernel calls, or, where the plan splits a large model's
-    # products by their output's columns (T4 on two threads), so.
+    # every tinycore kernel calls, or, where the plan splits a float32
+    # model's products by their output's columns (T3, T4 on two threads), so.
     plan = _simd.load("_plan")
     by_columns = _tinycore_model(config, seed)._plan.splits_columns(config.batch)
     calls = products.calls()
