@@ -826,13 +826,15 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
 # above).  Fewer rows pay for a packed panel read by too few tiles.
 # Level 1 has no FMA (and its tile half the width), so it keeps to the
 # crossover.
-# On two BLAS threads large products stay with the BLAS.  Split by C's
-# columns between two threads, each half in tiles, T4's forward products
-# (256x2048x1024, 256x2048x2048) took 3.7-3.9 and 7.5-7.8 ms on the
-# 2-core Xeon (each core's tiles fall from about 150 GFLOP/s alone to 140
-# beside the other), against 3.7-3.8 and 7.7 through SciPy's OpenBLAS
-# (0.3.30) on two threads, and 3.3-3.4 and 6.8 through NumPy's (0.3.31,
-# the same SkylakeX kernels).  In a C loop, the blocked product with every
+# On two BLAS threads _gemm leaves large products to the BLAS; a float32
+# training step instead splits them by C's columns between two threads in
+# tiles, the BLAS held to one thread (_plan's SPLIT_COLUMNS).  T4's forward
+# products (256x2048x1024, 256x2048x2048) took 3.8-4.2 and 7.4-8.1 ms so
+# on the 2-core Xeon, against 5.0 and 9.3-9.8 through SciPy's OpenBLAS
+# (0.3.30) on two threads, in processes of their own.  Alternated with
+# OpenBLAS's threaded products in one process, the tiles had seemed level
+# with it (7.5-7.8 ms against 7.7): its workers spin for a while after each
+# call, on the core the tiles' second thread needs.  In a C loop, the blocked product with every
 # tile stored to one place in L1 instead of C took 182 GFLOP/s against 161:
 # C's tiles going to L2 and back between blocks of p cost that much, but
 # starting each block's sums from zero and adding C after its last step
