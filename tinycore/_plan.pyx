@@ -138,10 +138,10 @@ cdef void _forward(const Problem *p, const floating *x, floating *params,
         a = ws + p.batch * layer.a_cols + r0 * layer.n_out
         # Z = X W + b (Z overwritten, its previous contents never read), the
         # bias added as the product is stored where the small kernel takes it.
-        _plan_gemm_bias(p, <int>rows, layer.n_out, layer.n_in, inp, layer.n_in,
-                        params + layer.w_offset, layer.n_out,
-                        params + layer.b_offset if layer.b_offset >= 0 else NULL,
-                        z, layer.n_out)
+        _plan_gemm(p, NoTrans, NoTrans, <int>rows, layer.n_out, layer.n_in, inp,
+                   layer.n_in, params + layer.w_offset, layer.n_out,
+                   params + layer.b_offset if layer.b_offset >= 0 else NULL,
+                   z, layer.n_out)
         if training and l == p.n_layers - 1 and _softmax_left_to_loss(p):
             return
         _bias_activation(layer.activation, layer.alpha, z, NULL, a, rows, layer.n_out)
@@ -221,7 +221,8 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
         inp = (x if l == 0 else ws + p.batch * p.layers[l - 1].a_cols) + r0 * layer.n_in
         # dW (in, out) = inp^T (in, rows) @ dZ (rows, out)
         _plan_gemm(p, Trans, NoTrans, layer.n_in, layer.n_out, <int>rows,
-                   inp, layer.n_in, dz, layer.n_out, grads + layer.w_offset, layer.n_out)
+                   inp, layer.n_in, dz, layer.n_out, NULL, grads + layer.w_offset,
+                   layer.n_out)
         if layer.b_offset >= 0:
             _column_sums(dz, rows, layer.n_out, grads + layer.b_offset)
         if l > 0:
@@ -229,7 +230,7 @@ cdef void _backward_and_update(const Problem *p, const floating *x, floating *pa
             # then through the activation of the layer below: its dZ.
             below = &p.layers[l - 1]
             _plan_gemm(p, NoTrans, Trans, <int>rows, layer.n_in, layer.n_out,
-                       dz, layer.n_out, params + layer.w_offset, layer.n_out,
+                       dz, layer.n_out, params + layer.w_offset, layer.n_out, NULL,
                        dx, layer.n_in)
             _activation_backward(below.activation, below.alpha, inp, dx, dx,
                                  rows, layer.n_in)
@@ -810,9 +811,18 @@ cdef struct ColumnJob:
     const void *b
     int ldb
     const void *bias        # n values added to every row (the forward product), or NULL
-    bint with_bias          # through _gemm_bias (Z = X W + b), else _gemm
     void *c
     int ldc
+
+
+cdef inline void _product(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
+                          const floating *a, int lda, const floating *b, int ldb,
+                          const floating *bias, floating *c, int ldc) noexcept nogil:
+    # C := op(A) @ op(B) (+ bias, which requires A and B untransposed).
+    if bias != NULL:
+        _gemm_bias(m, n, k, a, lda, b, ldb, bias, c, ldc)
+    else:
+        _gemm(trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
 
 
 cdef void _column_chunk(const ColumnJob *job, const floating *a, const floating *b,
@@ -822,13 +832,9 @@ cdef void _column_chunk(const ColumnJob *job, const floating *a, const floating 
     _chunk_range(job.n, _COLUMN_ALIGN, chunk, &start, &stop)
     if stop <= start:
         return
-    b = b + start * (job.ldb if job.trans_b == Trans else 1)
-    if job.with_bias:
-        _gemm_bias(job.m, <int>(stop - start), job.k, a, job.lda, b, job.ldb,
-                   bias + start if bias != NULL else NULL, c + start, job.ldc)
-    else:
-        _gemm(job.trans_a, job.trans_b, job.m, <int>(stop - start), job.k, 1.0,
-              a, job.lda, b, job.ldb, 0.0, c + start, job.ldc)
+    _product(job.trans_a, job.trans_b, job.m, <int>(stop - start), job.k, a, job.lda,
+             b + start * (job.ldb if job.trans_b == Trans else 1), job.ldb,
+             bias + start if bias != NULL else NULL, c + start, job.ldc)
 
 
 cdef void _run_column_chunk(void *job_ptr, int chunk) noexcept nogil:
@@ -841,14 +847,6 @@ cdef void _run_column_chunk(void *job_ptr, int chunk) noexcept nogil:
                       <const double *>job.bias, <double *>job.c, chunk)
 
 
-cdef void _run_columns(const Problem *p, ColumnJob *job) noexcept nogil:
-    if p.column_helper:
-        tc_split(_run_column_chunk, job)
-    else:
-        _run_column_chunk(job, 0)
-        _run_column_chunk(job, 1)
-
-
 cdef inline bint _by_columns(const Problem *p, bint is_float, BLAS_Trans trans_a,
                              BLAS_Trans trans_b, int m, int n, int k) noexcept nogil:
     # Whether this product of a SPLIT_COLUMNS step goes in two chunks: one
@@ -858,39 +856,27 @@ cdef inline bint _by_columns(const Problem *p, bint is_float, BLAS_Trans trans_a
             and not _unthreaded(is_float, trans_a, trans_b, m, n, k))
 
 
-cdef void _plan_gemm_bias(const Problem *p, int m, int n, int k,
-                          const floating *a, int lda, const floating *b, int ldb,
-                          const floating *bias, floating *c, int ldc) noexcept nogil:
-    """:func:`_gemm_bias` for a step: by C's columns where the step says so."""
-    cdef ColumnJob job
-    if not _by_columns(p, floating is float, NoTrans, NoTrans, m, n, k):
-        _gemm_bias(m, n, k, a, lda, b, ldb, bias, c, ldc)
-        return
-    job.is_float = floating is float
-    job.trans_a = job.trans_b = NoTrans
-    job.m, job.n, job.k = m, n, k
-    job.a, job.lda, job.b, job.ldb = a, lda, b, ldb
-    job.bias, job.with_bias = bias, True
-    job.c, job.ldc = c, ldc
-    _run_columns(p, &job)
-
-
 cdef void _plan_gemm(const Problem *p, BLAS_Trans trans_a, BLAS_Trans trans_b,
                      int m, int n, int k, const floating *a, int lda,
-                     const floating *b, int ldb, floating *c, int ldc) noexcept nogil:
-    """C := op(A) @ op(B) through :func:`_gemm`, by C's columns where the
-    step says so."""
+                     const floating *b, int ldb, const floating *bias,
+                     floating *c, int ldc) noexcept nogil:
+    """C := op(A) @ op(B) (+ bias: n values added to every row, or NULL; with
+    a bias A and B are not transposed) through :func:`_gemm` or
+    :func:`_gemm_bias`, by C's columns where the step says so."""
     cdef ColumnJob job
     if not _by_columns(p, floating is float, trans_a, trans_b, m, n, k):
-        _gemm(trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
+        _product(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc)
         return
     job.is_float = floating is float
     job.trans_a, job.trans_b = trans_a, trans_b
     job.m, job.n, job.k = m, n, k
     job.a, job.lda, job.b, job.ldb = a, lda, b, ldb
-    job.bias, job.with_bias = NULL, False
-    job.c, job.ldc = c, ldc
-    _run_columns(p, &job)
+    job.bias, job.c, job.ldc = bias, c, ldc
+    if p.column_helper:
+        tc_split(_run_column_chunk, &job)
+    else:
+        _run_column_chunk(&job, 0)
+        _run_column_chunk(&job, 1)
 
 
 cdef struct UpdateJob:
@@ -975,17 +961,15 @@ def _step_gemm_memview(bint by_columns, bint trans_a, bint trans_b,
     cdef int k = a.shape[0] if trans_a else a.shape[1]
     cdef BLAS_Trans ta = Trans if trans_a else NoTrans
     cdef BLAS_Trans tb = Trans if trans_b else NoTrans
-    cdef bint columns = (by_columns and _gemm_tiles_fuse() and _blas_threads() == 2
-                         and _blas_can_hold_one_thread()
-                         and _helper_allowed(len(os.sched_getaffinity(0))))
+    cdef bint allowed = by_columns and _helper_allowed(len(os.sched_getaffinity(0)))
     with nogil:
-        p.split_columns = columns
-        p.column_helper = columns and _take_helper(False) == HELPER_TAKEN
-        if columns:
+        p.split_columns = by_columns
+        p.column_helper = allowed and _take_helper(False) == HELPER_TAKEN
+        if by_columns:
             _blas_hold_one_thread()
         _plan_gemm(&p, ta, tb, m, n, k, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
-                   &c[0, 0], c.shape[1])
-        if columns:
+                   NULL, &c[0, 0], c.shape[1])
+        if by_columns:
             _blas_release_threads()
         if p.column_helper:
             tc_split_end()
