@@ -288,10 +288,14 @@ def test_kernel_takes_long_sums_in_blocks_bit_for_bit(dtype, rng, trans_a, trans
 
 # Large products pack B a block of panels at a time, take C's rows in blocks
 # and pack a transposed A into slivers: the same steps, so the same bits.
-# 259 x 520 x 300 crosses a column block (512) into a partial panel, a row
-# block (240) into a partial tile, and a panel of p (two blocks of 150); the
-# narrow one (10 columns) is computed as C^T, through the tiles' sums.
-BLOCKED_SHAPES = [(259, 520, 300), (600, 10, 5600)]
+# 259 x 520 x 300 crosses a column block (384 float32 columns or 192
+# float64 with A in place, 512 or 256 with A packed) into a partial panel,
+# a row block (240) into a partial tile, and, with A packed, a panel of p
+# (two blocks of 150).  48 x 192 x 4100 takes A in place in two blocks of p
+# (2,050 each, a panel per column block) in whole tiles, the second going
+# on from the first's sums in C; the narrow one (10 columns) is computed as
+# C^T, through the tiles' sums, in three blocks of p or 22.
+BLOCKED_SHAPES = [(259, 520, 300), (48, 192, 4100), (600, 10, 5600)]
 
 
 @pytest.mark.parametrize("shape", BLOCKED_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -299,6 +303,7 @@ BLOCKED_SHAPES = [(259, 520, 300), (600, 10, 5600)]
 def test_kernel_blocks_large_products_bit_for_bit(dtype, rng, trans_a, trans_b, shape):
     m, n, k = shape
     assert m * n * k >= _blas._blocked_work()
+    assert KMAX < BLOCKED_SHAPES[0][2] < _blas._blocked_kc() < BLOCKED_SHAPES[1][2]
     a, b, c = _operands(rng, dtype, m, n, k, trans_a, trans_b)
     expected = _in_order_reference(trans_a, trans_b, 0.5, a, b, 0.0, c)
     c[...] = np.nan

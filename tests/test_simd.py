@@ -373,8 +373,9 @@ def test_gemm_agrees_across_levels(level, dtype, trans_a, trans_b, rng):
 
 
 # A product large enough for the blocked tiles (AVX-512's wide tile of 6 x 64,
-# AVX2's of 4 x 16): a partial row block, panel and column block, two
-# blocks of p, and a transposed A packed into slivers of each level's rows.
+# AVX2's of 4 x 16): a partial row block, panel and column block, and a
+# transposed A packed into slivers of each level's rows (in two blocks of p;
+# A read in place takes the 300 steps in one).
 BLOCKED_SHAPE = (259, 520, 300)
 
 

@@ -503,17 +503,22 @@ cdef inline void _load_sums(floating *sums, int NR, int rows, int mr, int nr,
 
 # --- large products: B packed a block of panels at a time -------------------
 #
-# A product past TC_GEMM_BLOCKED_WORK multiply-adds packs B a block of up to
-# TC_GEMM_NC columns at a time (each block of p), reading B's rows along
-# their length, and takes C's rows in blocks of TC_GEMM_MC, every panel of
-# the block down one row block before the next row block: the tiles' A
-# rows (MC x kc, 240 KB at most in float32) stay in the L2 cache across the
-# block's panels, and each panel (kc x NR) in L1 down the rows.  Its tiles
-# are the wide ones (at AVX-512 6 rows x 64 columns, elsewhere the tall
-# tile), and a transposed A (X^T in dW = X^T dZ) is packed into slivers of
-# a tile's rows.  Every tile computes the same sums in the same order, and
-# block_k does not change with the blocking: the bits are those of the
-# small products' tiles, at every level.
+# A product past TC_GEMM_BLOCKED_WORK multiply-adds packs B a block of
+# panels at a time (each block of p), reading B's rows along the block's
+# width, and takes C's rows in blocks of TC_GEMM_MC, every panel of the
+# block down one row block before the next row block: each tile's A rows
+# stay in the L2 cache across the block's panels, and the panel streams
+# from L2 down the rows.  Its tiles are the wide ones (at AVX-512 6 rows x
+# 64 columns, elsewhere the tall tile), and a transposed A (X^T in dW =
+# X^T dZ) is packed into slivers of a tile's rows.  Every tile computes the
+# same sums in the same order, and however p is blocked each block goes on
+# from the last one's sums in C: the bits are those of the small products'
+# tiles, at every level.
+# A read in place, a block of p is as long as TC_GEMM_KC (2,048: the
+# whole sum of every T4 product), so a tile's sums stay in registers from
+# the first step to the last; the block then holds as many panels as fit
+# in TC_GEMM_B_BLOCK_BYTES (at k = 2,048 one).  Packed, A keeps to blocks
+# of TC_GEMM_KMAX, so that its MC x kc block stays in L2 beside B's.
 # Packed a panel at a time, a row-major B (W in the forward product, dZ in
 # dW) was read 128 bytes per row, each row 8 KB from the last (a 2048-wide
 # layer): a new page and a missed line every row, which the prefetchers do
@@ -532,22 +537,37 @@ cdef inline void _load_sums(floating *sums, int NR, int rows, int mr, int nr,
 # beat 8 x 32, 12 x 32, 14 x 32, 4 x 64, 5 x 64, 6 x 48, 8 x 48 and 9 x 48
 # (forward 256x2048x2048: 155-163 GFLOP/s against 125-134 for 8 x 32): per
 # step it makes 24 multiply-adds for 4 loads of B and 6 broadcasts of A.
+# Those blocks were of 256 steps of p and 512 columns: a T4 product of
+# 2,048 steps stored every tile to C and loaded it back 7 times, and the
+# loads stalled its tiles (5-10% of a product's samples in perf, on the
+# loads of C).  Whole sums of p in blocks of one panel, against that, on
+# the same Xeon, one core, median GFLOP/s of forward 256x2048x1024 and
+# 256x2048x2048 and dX 256x2048x2048 (4 alternations of processes):
+#   blocks of 256 x 512            133-150 133-143 136-142
+#   blocks of 2,048 x 64           148-157 144-153 152-155
+# and T4 steps (two threads, by columns) 34.3-36.0 ms against 36.7-38.0 (5
+# alternations).  A block of 256 KB or 1 MB of B instead of 512 KB, A
+# blocks of 4,096 steps, or all of C's rows in one block with A read in
+# place were no better; nor 1 MB blocks for the packed A's (dW's) sake.
 # T3's halves' products (12.8 million multiply-adds at most) took the same
 # speed either way, but with 8 x 32 tiles their step took about 3% longer
 # blocked (0.55 against 0.53 ms, three pairs of processes), and with 6 x
 # 64 tiles no less: hence the line at 2^25.
-# The buffer is one per thread (kc x NC elements of B and kc x MC of A, of
-# the widest type: 1.5 MB), allocated the first time a thread needs it and
+# The buffer is one per thread (B's block and a packed A's, kc x MC, of the
+# widest type: 1 MB), allocated the first time a thread needs it and
 # freed when the thread ends, so a steady-state step allocates nothing.
 cdef extern from *:
     """
     #include <pthread.h>
     #include <stdlib.h>
-    #define TC_GEMM_NC 512
+    #define TC_GEMM_B_BLOCK_BYTES 524288   /* B's block: kc x nc, nc as wide as fits */
+    #define TC_GEMM_KC 2048                /* longest block of p, A read in place */
     #define TC_GEMM_MC 240
     #define TC_GEMM_BLOCKED_WORK 33554432
-    #define TC_GEMM_B_BLOCK (TC_GEMM_KMAX * TC_GEMM_NC)   /* elements */
-    #define TC_GEMM_BLOCK_BYTES ((TC_GEMM_B_BLOCK + TC_GEMM_KMAX * TC_GEMM_MC) * sizeof(double))
+    #define TC_GEMM_BLOCK_BYTES (TC_GEMM_B_BLOCK_BYTES + TC_GEMM_KMAX * TC_GEMM_MC * sizeof(double))
+    _Static_assert(TC_GEMM_KC * TC_GEMM_NR_WIDE_S * sizeof(float) <= TC_GEMM_B_BLOCK_BYTES
+                   && TC_GEMM_KC * TC_GEMM_NR_WIDE_D * sizeof(double) <= TC_GEMM_B_BLOCK_BYTES,
+                   "a block of B holds a whole panel at least");
     static pthread_key_t tc_block_key;
     static pthread_once_t tc_block_once = PTHREAD_ONCE_INIT;
     static int tc_block_key_ok = 0;
@@ -576,10 +596,10 @@ cdef extern from *:
     }
     """
     enum:
-        TC_GEMM_NC              # columns of B packed at once (a multiple of every NR)
+        TC_GEMM_B_BLOCK_BYTES   # bytes of the buffer's B block (its A block follows)
+        TC_GEMM_KC              # longest block of p with A read in place (KMAX if packed)
         TC_GEMM_MC              # rows of C per row block (a multiple of every tile's)
         TC_GEMM_BLOCKED_WORK    # multiply-adds from which a product is blocked
-        TC_GEMM_B_BLOCK         # elements of the buffer's B block (its A block follows)
     void *tc_block_buffer() noexcept nogil
 
 
@@ -725,11 +745,17 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
             packed = panel
         else:
             blocked = True
-            block_cols = TC_GEMM_NC
             block_rows = TC_GEMM_MC
             NR = TC_GEMM_NR_WIDE_S if floating is float else TC_GEMM_NR_WIDE_D
+            if sa_p == 1:
+                blocks = (k + TC_GEMM_KC - 1) // TC_GEMM_KC
+                block_k = (k + blocks - 1) // blocks
+            # As many panels as the block's bytes hold (one at least: KC x
+            # the widest NR fits), the packed A block after them.
+            block_cols = max(NR, <int>(TC_GEMM_B_BLOCK_BYTES // sizeof(floating) // block_k)
+                                 // NR * NR)
             if sa_p != 1:
-                packed_a = packed + TC_GEMM_B_BLOCK
+                packed_a = packed + block_k * block_cols
     jc = 0
     while jc < n:
         nc = min(block_cols, n - jc)
@@ -834,11 +860,13 @@ cdef inline bint _use_small_gemm(bint float32, BLAS_Trans trans_a, BLAS_Trans tr
 # (0.3.30) on two threads, in processes of their own.  Alternated with
 # OpenBLAS's threaded products in one process, the tiles had seemed level
 # with it (7.5-7.8 ms against 7.7): its workers spin for a while after each
-# call, on the core the tiles' second thread needs.  In a C loop, the blocked product with every
-# tile stored to one place in L1 instead of C took 182 GFLOP/s against 161:
-# C's tiles going to L2 and back between blocks of p cost that much, but
-# starting each block's sums from zero and adding C after its last step
-# (C prefetched first) gained under 3%, within the noise.
+# call, on the core the tiles' second thread needs.  In a C loop, the
+# blocked product with every tile stored to one place in L1 instead of C
+# took 182 GFLOP/s against 161: C's tiles going to L2 and back between
+# blocks of p cost that much, and starting each block's sums from zero and
+# adding C after its last step (C prefetched first) gained under 3%, within
+# the noise.  Blocks of p as long as the sum (see the large products
+# above) are what took that cost away.
 cdef extern from *:
     """
     #define TC_GEMM_MIN_ROWS 8
@@ -1244,6 +1272,12 @@ def _blocked_work():
     """Test hook: the multiply-adds from which the tiles pack B a block of
     panels at a time and take C's rows in blocks (TC_GEMM_BLOCKED_WORK)."""
     return TC_GEMM_BLOCKED_WORK
+
+
+def _blocked_kc():
+    """Test hook: the longest block of p of a blocked product whose A is read
+    in place (TC_GEMM_KC; a packed A keeps to TC_GEMM_KMAX)."""
+    return TC_GEMM_KC
 
 
 def _tile_fuses():
