@@ -709,6 +709,14 @@ cdef inline void _panel_tiles(int i0, int i1, int kc, int nr, int NR, bint first
         i += rows
 
 
+cdef inline int _even_block(int k, int longest) noexcept nogil:
+    # The length of k's blocks of p, as few as ``longest`` allows and of
+    # equal length (784 = 4 x 196 rather than 3 x 256 + 16): a short last
+    # block would store and reload every tile for a few steps.
+    cdef int blocks = (k + longest - 1) // longest
+    return (k + blocks - 1) // blocks
+
+
 cdef void _tiled_gemm(int m, int n, int k, double alpha,
                       const floating *a, Py_ssize_t sa_i, Py_ssize_t sa_p,
                       const floating *b, Py_ssize_t sb_p, Py_ssize_t sb_j,
@@ -735,10 +743,7 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
     # Small products: a panel of B at a time (or B itself), every row of C
     # down it.  Large ones: a block of panels, C's rows in blocks (above).
     cdef int block_cols = NR, block_rows = m
-    # Blocks of p of equal length (784 = 4 x 196 rather than 3 x 256 + 16):
-    # a short last block would store and reload every tile for a few steps.
-    cdef int blocks = (k + TC_GEMM_KMAX - 1) // TC_GEMM_KMAX
-    cdef int block_k = (k + blocks - 1) // blocks
+    cdef int block_k = _even_block(k, TC_GEMM_KMAX)
     if <long long>m * n * k >= TC_GEMM_BLOCKED_WORK and n > NR:
         packed = <floating *>tc_block_buffer()
         if packed == NULL:
@@ -748,12 +753,10 @@ cdef void _tiled_gemm(int m, int n, int k, double alpha,
             block_rows = TC_GEMM_MC
             NR = TC_GEMM_NR_WIDE_S if floating is float else TC_GEMM_NR_WIDE_D
             if sa_p == 1:
-                blocks = (k + TC_GEMM_KC - 1) // TC_GEMM_KC
-                block_k = (k + blocks - 1) // blocks
-            # As many panels as the block's bytes hold (one at least: KC x
-            # the widest NR fits), the packed A block after them.
-            block_cols = max(NR, <int>(TC_GEMM_B_BLOCK_BYTES // sizeof(floating) // block_k)
-                                 // NR * NR)
+                block_k = _even_block(k, TC_GEMM_KC)
+            # As many panels as the block's bytes hold (one at least: the
+            # _Static_assert beside TC_GEMM_KC), the packed A block after them.
+            block_cols = <int>(TC_GEMM_B_BLOCK_BYTES // sizeof(floating) // block_k) // NR * NR
             if sa_p != 1:
                 packed_a = packed + block_k * block_cols
     jc = 0

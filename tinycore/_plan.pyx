@@ -661,6 +661,16 @@ cdef enum SplitKind:
     SPLIT_COLUMNS = 3           # the whole batch, large products by C's columns
 
 
+cdef inline bint _in_halves(SplitKind kind) noexcept nogil:
+    # Whether the step's batch goes in two halves.
+    return kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
+
+
+cdef inline bint _holds_one_blas_thread(SplitKind kind) noexcept nogil:
+    # Whether the BLAS is held to one thread for the step.
+    return kind == SPLIT_ONE_BLAS_THREAD or kind == SPLIT_COLUMNS
+
+
 cdef enum:
     PHASE_ROWS = 0          # forward, loss and backward of one chunk of rows
     PHASE_SUM = 1           # the two halves' gradients summed (and the update)
@@ -1366,7 +1376,7 @@ cdef class Plan:
         (on this thread, or this one and the helper thread)."""
         cdef Problem p = self._problem(batch, False)
         cdef SplitKind kind = _split_kind(&p, self.typenum == cnp.NPY_FLOAT32)
-        return kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
+        return _in_halves(kind)
 
     def splits_columns(self, Py_ssize_t batch):
         """Whether a step on ``batch`` rows takes the batch whole, with its
@@ -1547,8 +1557,8 @@ cdef class Plan:
         cdef double *sums = <double *>cnp.PyArray_DATA(self.track_sums)
         cdef double *counts = <double *>cnp.PyArray_DATA(self.track_counts)
         cdef SplitKind kind = _split_kind(p, is_float)
-        cdef bint halves = kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
-        cdef bint one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD or kind == SPLIT_COLUMNS
+        cdef bint halves = _in_halves(kind)
+        cdef bint one_blas_thread = _holds_one_blas_thread(kind)
         cdef bint allowed = kind != SPLIT_NONE and _helper_allowed(self.n_cpus)
         cdef bint helper = allowed and self._helper_pays(p.batch)
         cdef Problem whole = p[0]        # the batch at once (by columns, maybe)
@@ -1694,11 +1704,11 @@ cdef class Plan:
                     # kernel), so predictions would otherwise change with the
                     # threads.
                     kind = _split_kind(&p, is_float)
-                    halves = kind == SPLIT_HALVES or kind == SPLIT_ONE_BLAS_THREAD
-                    one_blas_thread = kind == SPLIT_ONE_BLAS_THREAD or kind == SPLIT_COLUMNS
+                    halves = _in_halves(kind)
+                    one_blas_thread = _holds_one_blas_thread(kind)
                     helper = (kind != SPLIT_NONE and _helper_allowed(self.n_cpus)
                               and self.half_cost[1] <= self.half_cost[0]
-                              and _take_helper(kind == SPLIT_HALVES) == HELPER_TAKEN)
+                              and _take_helper(not one_blas_thread) == HELPER_TAKEN)
                     p.split_columns = kind == SPLIT_COLUMNS
                     p.column_helper = p.split_columns and helper
                     if one_blas_thread:
