@@ -489,3 +489,71 @@ def test_two_column_split_models_in_two_threads_train_as_they_would_alone(column
     X, y = _column_batch(rng)
     _assert_trained_at_once_as_alone(lambda seed: _column_model(seed=seed), X, y, 20)
     assert _openblas_threads() == [2]
+
+
+# -- the guard of fit (check_finite) in a split step -----------------------------
+#
+# A step whose loss is finite but one of whose gradients is not: a huge
+# input (or unit) whose weights out are 0 leaves the forward pass alone and
+# overflows its dW.  The guard checks every gradient before any update: in
+# halves as the halves' sums are added (each half of the parameters by the
+# thread that adds it), by columns in two chunks on the two threads.  The
+# first layer's dW opens the parameter buffer (the first chunk), the last
+# layer's closes it (the second).
+
+def _guarded_model(sizes, seed=3):
+    acts = ["relu"] * (len(sizes) - 2) + ["linear"]
+    layers = [tc.Dense(n_in, n_out, activation=act)
+              for n_in, n_out, act in zip(sizes, sizes[1:], acts)]
+    model = tc.Sequential(layers, dtype="float32", seed=seed)
+    model.compile(loss="mse", optimizer=tc.SGD(lr=1e-9))
+    return model
+
+
+def _overflowing_gradient(model, batch, rng, layer):
+    """A batch, with ``model``'s weights set so that the step's loss is
+    finite and only ``layer``'s dW (the first or the last layer) is not."""
+    sizes = [model.layers[0].in_features] + [lay.out_features for lay in model.layers]
+    X = rng.normal(size=(batch, sizes[0])).astype(np.float32)
+    y = np.full((batch, sizes[-1]), 1e6, np.float32)      # far: large gradients
+    if layer == 0:
+        X[:, 0] = 3e38                    # finite, with no weight out of it
+        model.layers[0].W[0] = 0
+    else:
+        below = model.layers[layer - 1]   # unit 0 of the layer below is huge
+        below.W[:, 0] = 0
+        below.b[0] = 3e38
+        model.layers[layer].W[0] = 0
+    return X, y
+
+
+@pytest.mark.parametrize("helper", [True, False])
+@pytest.mark.parametrize("layer", ["first", "last"])
+@pytest.mark.parametrize("kind", ["halves", "columns"])
+def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, helper,
+                                                                   split_threads, rng):
+    if kind == "columns" and not _simd.load("_blas")._tile_fuses():
+        pytest.skip("products by C's columns need tiles with fused multiply-adds")
+    sizes, batch = (SIZES, BATCH) if kind == "halves" else (COLUMN_SIZES, COLUMN_BATCH)
+    model = _guarded_model(sizes)
+    splits = model._plan.splits if kind == "halves" else model._plan.splits_columns
+    assert splits(batch)
+    index = 0 if layer == "first" else len(model.layers) - 1
+    X, y = _overflowing_gradient(model, batch, rng, index)
+    before = model.param_buffer.copy()
+    posted = _plan._helper_counts()[1]
+    for _ in range(3):
+        model._plan._choose_helper(batch, *((2e6, 1e6) if helper else (1e6, 2e6)))
+        with pytest.raises(tc.TrainingDivergedError) as info:
+            model.train_step(X, y, check_finite=True)
+        assert np.isfinite(info.value.loss) and info.value.layer == index
+        assert_array_equal(model.param_buffer, before)
+    if helper:
+        assert _plan._helper_counts()[1] > posted
+    grads = model.grad_buffer
+    assert not np.isfinite(grads).all()
+    # The same step unguarded takes the update, overflow and all (as
+    # documented): the guard, not the step, kept the weights.
+    model._plan._choose_helper(batch, *((2e6, 1e6) if helper else (1e6, 2e6)))
+    model.train_step(X, y)
+    assert not np.isfinite(model.param_buffer).all()
