@@ -541,7 +541,7 @@ def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, 
     index = 0 if layer == "first" else len(model.layers) - 1
     X, y = _overflowing_gradient(model, batch, rng, index)
     before = model.param_buffer.copy()
-    posted = _plan._helper_counts()[1]
+    helped = _plan._helper_counts()[1]
     for _ in range(3):
         model._plan._choose_helper(batch, *((2e6, 1e6) if helper else (1e6, 2e6)))
         with pytest.raises(tc.TrainingDivergedError) as info:
@@ -549,7 +549,7 @@ def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, 
         assert np.isfinite(info.value.loss) and info.value.layer == index
         assert_array_equal(model.param_buffer, before)
     if helper:
-        assert _plan._helper_counts()[1] > posted
+        assert _plan._helper_counts()[1] > helped      # the helper took its chunks
     grads = model.grad_buffer
     assert not np.isfinite(grads).all()
     # The same step unguarded takes the update, overflow and all (as
