@@ -9,7 +9,9 @@ Per benchmark group: each engine's median time, the ratio tinycore / peer of
 the medians (< 1 means tinycore is faster), and for the training steps the
 achieved GFLOP/s (6 * batch * sum(in * out) flops per step) and its fraction
 of the sgemm peak measured in the same run; for the GEMM-bound steps, each
-engine's matrix products alone and the rest of its step (the difference).
+engine's matrix products alone and the rest of its step (the difference);
+and tinycore's step as fit takes it (every gradient checked first) beside
+its plain step.
 The machine, the versions and the exact command come from the JSON file
 (benchmarks/conftest.py records them), so the report describes the run, not
 the machine that writes it.
@@ -273,6 +275,31 @@ def products_section(groups: dict, peak: float | None) -> list[str]:
     ] + table(["products of"] + [f"{e}" for e in TRAIN_ENGINES], rows) + [""]
 
 
+def guard_section(groups: dict) -> list[str]:
+    """The guard-* groups: tinycore's step as fit takes it (every gradient
+    checked before the update) beside its plain step of the same run."""
+    names = sorted((g for g in groups if g.startswith("guard-")), key=_train_key)
+    if not names:
+        return []
+    rows = []
+    for name in names:
+        guarded = median(groups[name].get("tinycore"))
+        plain = median(groups.get(name.replace("guard-", "train-", 1), {}).get("tinycore"))
+        extra = (fmt_us(guarded - plain) if guarded is not None and plain is not None
+                 and guarded >= plain else "n/a")
+        rows.append([f"`{name}`", fmt_us(plain), fmt_us(guarded), extra,
+                     fmt_ratio(guarded, plain)])
+    return [
+        "### The step as `fit` takes it",
+        "",
+        "tinycore's `train_step(check_finite=True)`: every gradient checked before the "
+        "update, which `fit` always does, against its plain step above (medians, µs; n/a "
+        "where the guarded step timed faster, which only noise explains).",
+        "",
+    ] + table(["configuration", "train_step µs", "checked µs", "extra µs",
+               "checked / train_step"], rows) + [""]
+
+
 def kernel_section(groups: dict, peak: float | None, peak_group: str) -> list[str]:
     kinds = [
         ("dense-forward-", "Dense layer, forward (relu)",
@@ -377,6 +404,7 @@ def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = (),
     ]
     lines += train_section(groups, peak)
     lines += products_section(groups, peak)
+    lines += guard_section(groups)
     for path in extra:
         lines += extra_run_section(path)
     lines += kernel_section(groups, peak, peak_group)

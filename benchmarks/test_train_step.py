@@ -8,7 +8,10 @@ engines share a table and are measured in the same run:
     torch      eager torch.nn.Sequential + torch.optim.SGD (skipped if absent)
     jax        jax.jit of the whole step, value_and_grad + SGD (skipped if absent)
 
-For the GEMM-bound configurations (T3, T4), a second group per configuration
+Per configuration, a group times tinycore's step as ``fit`` takes it, every
+gradient checked before the update (``check_finite=True``).
+
+For the GEMM-bound configurations (T3, T4), a further group per configuration
 times the step's matrix products alone, in step order and on the same
 operands, each engine through the matrix-product library it trains with:
 the part of a step that no fusion can shorten, so that the report can show
@@ -255,6 +258,33 @@ def test_train_step(benchmark, config, engine, n_threads, seed):
     benchmark.group = config.group
     benchmark.extra_info.update(
         engine=engine, config=config.key, sizes=list(config.sizes),
+        batch=config.batch, flops=config.flops, threads=n_threads,
+    )
+    _settle(benchmark, step)
+    benchmark(step)
+
+
+# -- the step as fit takes it ----------------------------------------------------------
+#
+# fit checks every gradient before any update (a gradient that overflowed
+# leaves the weights as they were): train_step(check_finite=True).  One
+# group per configuration, tinycore only; the report sets it beside the
+# unguarded step of the same run.
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.key)
+def test_guarded_step(benchmark, config, n_threads, seed):
+    problem = _problem(config, seed)
+    model = _tinycore_model(config, problem.seed)
+    X, y = problem.X, problem.y
+
+    def step():
+        return model.train_step(X, y, check_finite=True)
+
+    np.testing.assert_allclose(step(), problem.loss0, rtol=1e-3, atol=1e-6,
+                               err_msg=f"guarded tinycore on {config.key}")
+    benchmark.group = config.group.replace("train-", "guard-", 1)
+    benchmark.extra_info.update(
+        engine="tinycore", config=config.key, sizes=list(config.sizes),
         batch=config.batch, flops=config.flops, threads=n_threads,
     )
     _settle(benchmark, step)
