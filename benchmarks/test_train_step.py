@@ -153,10 +153,10 @@ def _problem(config: Config, seed: int) -> Problem:
 
 # -- one builder per engine: returns a no-argument step() -> float loss ----------
 
-def _build_tinycore(config, problem, n_threads):
+def _build_tinycore(config, problem, n_threads, check_finite=False):
     model = _tinycore_model(config, problem.seed)   # same seed, same initial weights
     X, y = problem.X, problem.y
-    return lambda: model.train_step(X, y)
+    return lambda: model.train_step(X, y, check_finite=check_finite)
 
 
 def _build_numpy(config, problem, n_threads):
@@ -250,12 +250,16 @@ _BUILDERS = {"tinycore": _build_tinycore, "numpy": _build_numpy,
 def test_train_step(benchmark, config, engine, n_threads, seed):
     problem = _problem(config, seed)
     step = _BUILDERS[engine](config, problem, n_threads)
+    _time_step(benchmark, config.group, engine, config, problem, step, n_threads)
+
+
+def _time_step(benchmark, group, engine, config, problem, step, n_threads) -> None:
     # The first step (also the warm-up, and JAX's compilation) must give the
     # loss of the initial weights: the engines do the same work.
     first = step()
     np.testing.assert_allclose(first, problem.loss0, rtol=1e-3, atol=1e-6,
-                               err_msg=f"{engine} on {config.key}")
-    benchmark.group = config.group
+                               err_msg=f"{engine} on {config.key} ({group})")
+    benchmark.group = group
     benchmark.extra_info.update(
         engine=engine, config=config.key, sizes=list(config.sizes),
         batch=config.batch, flops=config.flops, threads=n_threads,
@@ -274,21 +278,9 @@ def test_train_step(benchmark, config, engine, n_threads, seed):
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.key)
 def test_guarded_step(benchmark, config, n_threads, seed):
     problem = _problem(config, seed)
-    model = _tinycore_model(config, problem.seed)
-    X, y = problem.X, problem.y
-
-    def step():
-        return model.train_step(X, y, check_finite=True)
-
-    np.testing.assert_allclose(step(), problem.loss0, rtol=1e-3, atol=1e-6,
-                               err_msg=f"guarded tinycore on {config.key}")
-    benchmark.group = config.group.replace("train-", "guard-", 1)
-    benchmark.extra_info.update(
-        engine="tinycore", config=config.key, sizes=list(config.sizes),
-        batch=config.batch, flops=config.flops, threads=n_threads,
-    )
-    _settle(benchmark, step)
-    benchmark(step)
+    step = _build_tinycore(config, problem, n_threads, check_finite=True)
+    _time_step(benchmark, config.group.replace("train-", "guard-", 1), "tinycore",
+               config, problem, step, n_threads)
 
 
 # -- the matrix products of a step, alone -------------------------------------------

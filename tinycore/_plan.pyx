@@ -917,13 +917,20 @@ cdef void _run_update_chunk(void *job_ptr, int chunk) noexcept nogil:
                     job.start + start, stop - start)
 
 
+cdef inline bint _pass_in_two(const Problem *p, Py_ssize_t n) noexcept nogil:
+    # Whether a pass over n parameters (an update, a check) goes in two
+    # chunks, the second on the helper thread: where the step's products go
+    # by columns with it, and the pass is long enough to pay.
+    return p.column_helper and n >= _MIN_SPLIT_UPDATE
+
+
 cdef void _plan_update(const Problem *p, const UpdateRule *rule, floating *params,
                        const floating *grads, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
     """The update of elements start <= i < start + n: in two chunks, the
     second on the helper thread, where the step's products go by columns
     with it (each element's update is its own, whichever thread makes it)."""
     cdef UpdateJob job
-    if not (p.column_helper and n >= _MIN_SPLIT_UPDATE):
+    if not _pass_in_two(p, n):
         _apply_rule(rule, params, grads, start, n)
         return
     job.is_float = floating is float
@@ -966,7 +973,7 @@ cdef bint _plan_all_finite(const Problem *p, const floating *values,
     it adds: see _sum_and_update.)
     """
     cdef CheckJob job
-    if not (p.column_helper and n >= _MIN_SPLIT_UPDATE):
+    if not _pass_in_two(p, n):
         return _all_finite(values, n)
     job.is_float = floating is float
     job.values = values
