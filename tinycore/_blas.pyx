@@ -16,7 +16,7 @@ import os
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 
@@ -237,8 +237,8 @@ cdef extern from *:
        body for A read in place (sa_p = 1) and one for A packed into slivers
        (sa_i = 1, sa_p = MR), each compiled with them as constants.  With
        them variables, GCC kept a pointer per row of A and added the step to
-       each at every p: 6 additions beside the 24 multiply-adds, which compete
-       with them for the vector ports' schedulers; with constants, one index.
+       each at every p: 6 scalar additions a step beside the 24
+       multiply-adds; with constants, one index for all six rows.
        On a 2-core Xeon (family 6, model 167), by columns on both cores,
        alternated processes: dW 2048x2048x256 300-322 -> 315-325 GFLOP/s,
        forward 256x2048x1024 283-300 -> 293-312, a T4 step 31.6-32.5 ->
@@ -689,7 +689,7 @@ cdef inline void _pack_a_block(int mc, int kc, const floating *a, Py_ssize_t sa_
     # a library call, 3.4% of a T4 step's perf samples (a 2-core Xeon,
     # family 6, model 167), which took dW 2048x2048x256 by columns from
     # 284-303 to 291-306 GFLOP/s and a T4 step from 32.3-33.4 to 31.4-33.8 ms
-    # (5 and 6 alternations of processes, with the loop below for B).
+    # (5 and 6 alternations of processes, with _pack_block's loop for B).
     cdef int s, p, r, rows
     cdef const floating *src
     cdef floating *dst
