@@ -314,13 +314,18 @@ def _openblas_threads():
             if pool.get("internal_api") == "openblas"]
 
 
+def _prefer(model, batch, helper):
+    # Set the plan's running means so that its next step on ``batch`` rows
+    # prefers the helper (or going alone): the tries of the other way still
+    # come.
+    model._plan._choose_helper(batch, *((2e6, 1e6) if helper else (1e6, 2e6)))
+
+
 def _train_choosing(model, X, y, steps, helper):
-    # Each step with the plan's running means set so that it prefers the
-    # helper (or going alone): the tries of the other way still come.
-    alone_ns, helper_ns = (2e6, 1e6) if helper else (1e6, 2e6)
+    # Each step preferring the helper (or going alone).
     losses = []
     for _ in range(steps):
-        model._plan._choose_helper(len(X), alone_ns, helper_ns)
+        _prefer(model, len(X), helper)
         losses.append(model.train_step(X, y))
     return losses
 
@@ -543,7 +548,7 @@ def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, 
     before = model.param_buffer.copy()
     helped = _plan._helper_counts()[1]
     for _ in range(3):
-        model._plan._choose_helper(batch, *((2e6, 1e6) if helper else (1e6, 2e6)))
+        _prefer(model, batch, helper)
         with pytest.raises(tc.TrainingDivergedError) as info:
             model.train_step(X, y, check_finite=True)
         assert np.isfinite(info.value.loss) and info.value.layer == index
@@ -554,6 +559,6 @@ def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, 
     assert not np.isfinite(grads).all()
     # The same step unguarded takes the update, overflow and all (as
     # documented): the guard, not the step, kept the weights.
-    model._plan._choose_helper(batch, *((2e6, 1e6) if helper else (1e6, 2e6)))
+    _prefer(model, batch, helper)
     model.train_step(X, y)
     assert not np.isfinite(model.param_buffer).all()
