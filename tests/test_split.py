@@ -245,9 +245,46 @@ def test_diverged_split_step_leaves_parameters_unchanged(split_threads, rng):
                                   # 40 is in the helper's half)
     y = rng.integers(0, SIZES[-1], BATCH)
     before = model.param_buffer.copy()
-    with pytest.raises(tc.TrainingDivergedError):
+    with pytest.raises(tc.TrainingDivergedError) as caught:
         model.train_step(X, y)
     assert_array_equal(model.param_buffer, before)
+    # Traced to the first layer, whose output overflowed in the helper's
+    # half (its own workspace): the trace reads that half's rows too.
+    assert caught.value.layer == 0
+
+
+def _second_half_rows():
+    # The rows of the batch that the split step's second half takes.
+    return slice(BATCH // 2, BATCH)
+
+
+def test_a_split_fit_counts_both_halves_correct_predictions(split_threads, rng):
+    # Every prediction of the first half right, every one of the second
+    # wrong: 0.5, which reading either half's rows twice would not give.
+    model = _model(("tanh", "relu", "softmax"), "float32", "cross_entropy")
+    assert model._plan.splits(BATCH)
+    X = rng.normal(size=(BATCH, SIZES[0])).astype(np.float32)
+    y = model.predict(X).argmax(axis=1)
+    y[_second_half_rows()] = (y[_second_half_rows()] + 1) % SIZES[-1]
+    history = model.fit(X, y, epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+    assert history.history["accuracy"] == [0.5]
+
+
+def test_a_split_step_tracks_both_halves_saturated_units(split_threads, rng):
+    # The first layer's sigmoids saturated for the second half's rows only
+    # (inputs 1,000 times larger): a fraction of about one half, measured on
+    # the same batch by the per-layer path.
+    model = _model(("sigmoid", "relu", "softmax"), "float64", "cross_entropy")
+    assert model._plan.splits(BATCH)
+    X = rng.normal(size=(BATCH, SIZES[0]))
+    X[_second_half_rows()] *= 1000.0
+    y = rng.integers(0, SIZES[-1], BATCH)
+    A = model.layers[0].forward(X)
+    expected = np.mean((A < 0.01) | (A > 0.99))
+    assert 0.4 < expected < 0.6
+    history = model.fit(X, y, epochs=1, batch_size=BATCH, shuffle=False, verbose=0,
+                        track_gradients=True)
+    assert history.history["saturated_fraction"][0][0] == pytest.approx(expected)
 
 
 def test_two_models_in_two_threads_train_as_they_would_alone(split_threads, rng):
@@ -547,14 +584,20 @@ def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, 
     X, y = _overflowing_gradient(model, batch, rng, index)
     before = model.param_buffer.copy()
     helped = _plan._helper_counts()[1]
-    for _ in range(3):
+    steps = 0
+    # Three steps at least; with the helper, until it has taken its chunks
+    # in one.  Asleep when the test starts, it is woken by the first step,
+    # and its core may be another thread's for a while (1 run in 7 missed
+    # all of three steps, 1 in 25 all of 200): a time limit, not a count.
+    deadline = time.monotonic() + 5.0
+    while steps < 3 or (helper and _plan._helper_counts()[1] == helped):
+        assert time.monotonic() < deadline, f"the helper took no chunk in {steps} steps"
         _prefer(model, batch, helper)
         with pytest.raises(tc.TrainingDivergedError) as info:
             model.train_step(X, y, check_finite=True)
         assert np.isfinite(info.value.loss) and info.value.layer == index
         assert_array_equal(model.param_buffer, before)
-    if helper:
-        assert _plan._helper_counts()[1] > helped      # the helper took its chunks
+        steps += 1
     grads = model.grad_buffer
     assert not np.isfinite(grads).all()
     # The same step unguarded takes the update, overflow and all (as
