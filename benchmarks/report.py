@@ -88,6 +88,18 @@ def sgemm_peak(groups: dict) -> tuple[float | None, str]:
     return None, ""
 
 
+def fastest_sgemm(groups: dict) -> tuple[float | None, str]:
+    """GFLOP/s of the fastest engine's float32 matmul in the sgemm group
+    (median time), and that engine."""
+    _, name = sgemm_peak(groups)
+    if not name:
+        return None, ""
+    rates = {engine: bench["extra_info"]["flops"] / median(bench) / 1e9
+             for engine, bench in groups[name].items()}
+    engine = max(rates, key=rates.get)
+    return rates[engine], engine
+
+
 # -- formatting ----------------------------------------------------------------
 
 def fmt_us(seconds: float | None) -> str:
@@ -188,7 +200,7 @@ def command_section(data: dict, argv: list[str]) -> list[str]:
 
 
 def train_section(groups: dict, peak: float | None, title: str = "## Training step",
-                  intro: bool = True) -> list[str]:
+                  intro: bool = True, fastest: tuple = (None, "")) -> list[str]:
     names = sorted((g for g in groups if g.startswith("train-")), key=_train_key)
     if not names:
         return []
@@ -196,7 +208,7 @@ def train_section(groups: dict, peak: float | None, title: str = "## Training st
     present = [e for e in TRAIN_ENGINES if any(e in groups[g] for g in names)]
     header = ["configuration"] + [f"{e} µs" for e in TRAIN_ENGINES] + \
              [f"tinycore / {p}" for p in peers]
-    rows, flop_rows = [], []
+    rows, flop_rows, shares = [], [], []
     for name in names:
         engines = groups[name]
         ours = median(engines.get(REFERENCE))
@@ -209,6 +221,8 @@ def train_section(groups: dict, peak: float | None, title: str = "## Training st
                 [f"`{name}`", f"{flops:,}"]
                 + [fmt_gflops(flops / median(engines[e]) / 1e9 if e in engines else None, peak)
                    for e in TRAIN_ENGINES])
+            if ours and fastest[0]:
+                shares.append((name.split("-")[1], flops / ours / 1e9 / fastest[0]))
     lines = [title, ""]
     if intro:
         lines += [
@@ -232,6 +246,13 @@ def train_section(groups: dict, peak: float | None, title: str = "## Training st
         ]
         lines += table(["configuration", "flops / step"]
                        + [f"{e} GFLOP/s" for e in TRAIN_ENGINES], flop_rows) + [""]
+    # The GEMM-bound steps (a tenth of the peak or more) against the fastest
+    # matrix product of the run, whichever library's.
+    bound = [f"{key} {100 * share:.0f}%" for key, share in shares if share >= 0.1]
+    if bound and fastest[1] != "numpy":
+        lines += [f"The fastest sgemm of this run was {fastest[1]}'s, {fastest[0]:.1f} "
+                  f"GFLOP/s ({fastest[0] / peak:.2f} × NumPy's); tinycore's GEMM-bound "
+                  f"steps as a fraction of it: {', '.join(bound)}.", ""]
     return lines
 
 
@@ -339,7 +360,8 @@ def kernel_section(groups: dict, peak: float | None, peak_group: str) -> list[st
             "### sgemm peak",
             "",
             "C = A·B, float32, n = 1024 (2n³ flops). NumPy's matmul is the peak used "
-            "above; SciPy's `sgemm` is the BLAS build tinycore's kernels call.",
+            "above; SciPy's `sgemm` is the BLAS build tinycore's kernels call; "
+            "`torch.mm` (MKL) and `jax.jit(matmul)` (XLA) are the peers' own.",
             "",
         ]
         lines += table(["engine", "median µs", "GFLOP/s"], rows) + [""]
@@ -369,7 +391,7 @@ def extra_run_section(path: Path) -> list[str]:
     peak, _ = sgemm_peak(groups)
     title = (f"## Another run: {bench.get('threads', '?')} thread(s) per engine "
              f"(`{path.name}`)")
-    lines = train_section(groups, peak, title=title, intro=False)
+    lines = train_section(groups, peak, title=title, intro=False, fastest=fastest_sgemm(groups))
     if not lines:
         return []
     lines[2:2] = [f"Same machine, JSON written {data.get('datetime', '?')}. Compare "
@@ -402,7 +424,7 @@ def render(groups: dict, data: dict, argv: list[str], extra: list[Path] = (),
         "conditions, not the absolute times.**",
         "",
     ]
-    lines += train_section(groups, peak)
+    lines += train_section(groups, peak, fastest=fastest_sgemm(groups))
     lines += products_section(groups, peak)
     lines += guard_section(groups)
     for path in extra:

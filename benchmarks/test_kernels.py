@@ -8,7 +8,8 @@ Groups (engines side by side):
     act-{name}-256x1024                  tc.activations.<name>       vs the NumPy formula
     act-{name}_grad-256x1024             tc.activations.<name>_grad  vs the NumPy formula
     sgd-{n_params}                       tc.SGD(lr).step(model)      vs  w -= lr * g per array
-    sgemm-1024                           np.matmul float32 (the peak) and scipy's sgemm
+    sgemm-1024                           np.matmul float32 (the peak), scipy's sgemm,
+                                         torch.mm and jax.jit(matmul)
     gemm-{NN|TN|NT}-{m}x{n}x{k}          the products of a T2 / T5 training step:
                                          tinycore's _gemm (kernel or BLAS, as the
                                          crossover says), its small-product kernel
@@ -199,11 +200,39 @@ def test_sgd_update(benchmark, sizes, engine, seed):
 GEMM_N = 1024
 
 
-@pytest.mark.parametrize("engine", ["numpy", "scipy"])
-def test_sgemm_peak(benchmark, engine, seed):
+def _sgemm(engine, A, B, n_threads):
+    """A no-argument function computing C = A B through ``engine``'s matrix
+    product, and a function turning its result into a NumPy array."""
+    n = A.shape[0]
+    if engine == "numpy":
+        C = np.empty((n, n), F32)
+        return (lambda: np.matmul(A, B, out=C)), np.asarray
+    if engine == "scipy":
+        from scipy.linalg.blas import sgemm
+        # Row-major C = A B is column-major C^T = B^T A^T: A.T and B.T are
+        # Fortran-ordered views, so sgemm copies nothing.
+        C = np.empty((n, n), F32, order="F")
+        return (lambda: sgemm(1.0, B.T, A.T, beta=0.0, c=C, overwrite_c=True)), \
+            (lambda result: np.asarray(result).T)
+    if engine == "torch":
+        torch = pytest.importorskip("torch", reason="PyTorch not installed")
+        torch.set_num_threads(n_threads)
+        a, b = torch.from_numpy(A), torch.from_numpy(B)
+        c = torch.empty((n, n))
+        return (lambda: torch.mm(a, b, out=c)), (lambda result: result.numpy())
+    jax = pytest.importorskip("jax", reason="JAX not installed")
+    a, b = jax.numpy.asarray(A), jax.numpy.asarray(B)
+    product = jax.jit(jax.numpy.matmul)
+    return (lambda: product(a, b).block_until_ready()), np.asarray
+
+
+@pytest.mark.parametrize("engine", ["numpy", "scipy", "torch", "jax"])
+def test_sgemm_peak(benchmark, engine, seed, n_threads):
     """C = A B for n x n float32: 2 n^3 flops.  NumPy's matmul is the peak the
     report compares the training steps with; SciPy's sgemm is the BLAS that
-    tinycore's kernels call (a different OpenBLAS build), for reference."""
+    tinycore's kernels call (a different OpenBLAS build); PyTorch's (MKL)
+    and JAX's (XLA) are the peers' own, for reference: the fastest of the
+    four is the most this machine's BLAS libraries reach."""
     n = GEMM_N
     rng = np.random.default_rng([seed, 3])
     A = rng.standard_normal((n, n), dtype=F32)
@@ -211,18 +240,8 @@ def test_sgemm_peak(benchmark, engine, seed):
     flops = 2 * n ** 3
     benchmark.group = f"sgemm-{n}"
     benchmark.extra_info.update(engine=engine, flops=flops, n=n)
-    if engine == "numpy":
-        C = np.empty((n, n), F32)
-        fn = lambda: np.matmul(A, B, out=C)
-    else:
-        from scipy.linalg.blas import sgemm
-        # Row-major C = A B is column-major C^T = B^T A^T: A.T and B.T are
-        # Fortran-ordered views, so sgemm copies nothing.
-        C = np.empty((n, n), F32, order="F")
-        fn = lambda: sgemm(1.0, B.T, A.T, beta=0.0, c=C, overwrite_c=True)
-    result = fn()
-    np.testing.assert_allclose(np.asarray(result).T if engine == "scipy" else result,
-                               A @ B, rtol=1e-3, atol=1e-2)
+    fn, as_numpy = _sgemm(engine, A, B, n_threads)
+    np.testing.assert_allclose(as_numpy(fn()), A @ B, rtol=1e-3, atol=1e-2)
     benchmark(fn)
     if benchmark.stats is not None:        # None under --benchmark-disable
         median = benchmark.stats.stats.median
