@@ -457,15 +457,19 @@ def test_kernel_propagates_nan_and_inf_like_the_in_order_sum(dtype):
     assert np.isnan(c[1]).all() and np.isinf(c[[0, 2, 3, 4], 4]).all()
 
 
-@pytest.mark.parametrize("n_rows, n_cols", [(1, 1), (64, 32), (7, 15), (5, 16), (3, 17), (33, 50)])
+@pytest.mark.parametrize("n_rows, n_cols", [(1, 1), (64, 32), (7, 15), (5, 16), (3, 17), (33, 50),
+                                            (9, 512), (6, 2048), (5, 4100)])
 def test_column_sums_are_the_in_order_sums_bit_for_bit(dtype, rng, n_rows, n_cols):
     # The bias gradient: each column summed from +0 over the rows in order,
-    # in the array's dtype, whatever the block of 16 columns it falls in.
+    # in the array's dtype, whatever the block of 16 columns it falls in (a
+    # narrow x) or the block of 2,048 (a wide one, from 512 columns).
     x = rng.standard_normal((n_rows, n_cols)).astype(dtype)
+    x[:, -1] = -0.0                 # from +0: a sum of -0's is +0
     expected = np.zeros(n_cols, dtype)
     for row in x:
         expected = expected + row
     out = np.full(n_cols, np.nan, dtype)
     _blas._column_sums_memview(x, out)
     np.testing.assert_array_equal(out, expected)
+    assert not np.signbit(out[-1])
     np.testing.assert_allclose(out, x.sum(axis=0, dtype=np.float64), **TOL[dtype])
