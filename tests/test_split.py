@@ -587,8 +587,8 @@ def test_the_guard_finds_a_gradient_that_overflows_in_either_chunk(kind, layer, 
     steps = 0
     # Three steps at least; with the helper, until it has taken its chunks
     # in one.  Asleep when the test starts, it is woken by the first step,
-    # and its core may be another thread's for a while (1 run in 7 missed
-    # all of three steps, 1 in 25 all of 200): a time limit, not a count.
+    # but it was seen to miss all of the next two in 1 run of 7, and all of
+    # 200 steps in 1 of 25: a time limit, not a count.
     deadline = time.monotonic() + 5.0
     while steps < 3 or (helper and _plan._helper_counts()[1] == helped):
         assert time.monotonic() < deadline, f"the helper took no chunk in {steps} steps"

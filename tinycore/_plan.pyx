@@ -1157,11 +1157,11 @@ cdef double _train_split(const Problem *p, const floating *x, const floating *ta
     neighbours in one page, though no line is written by both; most likely
     a core's prefetchers, running on past its own rows, took lines of the
     other's.  On a 2-core Xeon (family 6, model 167) each half of a T5 step
-    took 29-31 us on its core with the helper against 20-21 alone; with
-    the halves' rows in different workspaces, 26-27 (with the workspace
-    only aligned to a page, 26-29).  A T5 step, one
-    workspace against two, alternated in one process: 37.0-38.1 against
-    35.2-36.2 us (10 rounds, each round's difference 1.5-2.7 us).
+    took 29-31 us on its core with the helper against 20-21 alone, 26-27
+    with the halves in different workspaces, and 26-29 with one workspace
+    starting a page.  A T5 step, one workspace against two, alternated in
+    one process: 37.0-38.1 against 35.2-36.2 us (10 rounds, each round's
+    difference 1.5-2.7 us).
     """
     cdef SplitJob job
     cdef double value
