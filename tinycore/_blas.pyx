@@ -1259,31 +1259,31 @@ cdef inline void _column_sums_in_strips(const floating *x, Py_ssize_t n_rows,
         start += 16
     width = n_cols - start
     if width > 0:
-        for j in range(width):
-            acc[j] = 0
-        for i in range(n_rows):
-            row = x + i * n_cols + start
-            for j in range(width):
-                acc[j] = acc[j] + row[j]
+        _sum_rows(x, n_rows, n_cols, start, width, acc)
         for j in range(width):
             out[start + j] = acc[j]
 
 
 cdef inline void _column_sums_by_rows(const floating *x, Py_ssize_t n_rows,
                                       Py_ssize_t n_cols, floating *out) noexcept nogil:
-    cdef Py_ssize_t i, j, start = 0, width
-    cdef const floating *row
-    cdef floating *sums
+    cdef Py_ssize_t start = 0, width
     while start < n_cols:
         width = min(<Py_ssize_t>_COLUMN_SUM_BLOCK, n_cols - start)
-        sums = out + start
-        for j in range(width):
-            sums[j] = 0
-        for i in range(n_rows):
-            row = x + i * n_cols + start
-            for j in range(width):
-                sums[j] = sums[j] + row[j]
+        _sum_rows(x, n_rows, n_cols, start, width, out + start)
         start += width
+
+
+cdef inline void _sum_rows(const floating *x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                           Py_ssize_t start, Py_ssize_t width, floating *sums) noexcept nogil:
+    # sums[j] = sum_i x[i, start + j] for j < width, from +0, rows in order.
+    cdef Py_ssize_t i, j
+    cdef const floating *row
+    for j in range(width):
+        sums[j] = 0
+    for i in range(n_rows):
+        row = x + i * n_cols + start
+        for j in range(width):
+            sums[j] = sums[j] + row[j]
 
 
 cpdef void _column_sums_memview(const floating[:, ::1] x,   # IN  (n_rows, n_cols)
